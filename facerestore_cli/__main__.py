@@ -1,0 +1,3 @@
+from facerestore_cli.cli import main
+
+main()

@@ -1,0 +1,209 @@
+"""Finding the photos to restore and deciding where each result goes.
+
+Inputs are files, folders (recursed with ``recursive``) and glob patterns. Outputs mirror the input
+tree under ``-o DIR`` and keep file names and formats; without ``-o`` they go next to the input with a
+suffix. An output path can never escape the output folder, never lands on an input (unless the user
+asked for ``--in-place``) and two inputs can never write the same output.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facerestore_cli.imagefile import SUPPORTED_SUFFIXES
+
+GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One photo to process: its path and where it sits relative to the folder it was found in."""
+
+    path: Path
+    relative: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """An input that could not be listed (missing, unreadable folder, glob without matches)."""
+
+    spec: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Inputs:
+    items: list[InputItem] = field(default_factory=list)
+    problems: list[InputProblem] = field(default_factory=list)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(root: Path, recursive: bool, exclude: Path | None, problems: list[InputProblem]) -> list[Path]:
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                entries = sorted(entries, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(
+                InputProblem(str(folder), "unreadable", f"cannot read folder {folder}: {exc.strerror or exc}")
+            )
+            continue
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            path = Path(entry.path)
+            try:
+                if entry.is_dir():
+                    if recursive and (exclude is None or not _same_or_inside(path, exclude)):
+                        stack.append(path)
+                elif entry.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES:
+                    found.append(path)
+            except OSError as exc:
+                problems.append(InputProblem(str(path), "unreadable", f"cannot read {path}: {exc.strerror or exc}"))
+    return sorted(found)
+
+
+def _same_or_inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of a pattern before its first wildcard (what outputs are mirrored from)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def discover_inputs(specs: list[str], *, recursive: bool = False, exclude: Path | None = None) -> Inputs:
+    """Expand files, folders and globs into a sorted, de-duplicated list of photos.
+
+    ``exclude`` is a folder never to descend into (the output folder, so that an album restored into
+    a sub-folder of itself is not restored again on the next run). Explicitly named files are taken
+    whatever their extension, so an unsupported one is reported rather than silently skipped.
+    """
+    out = Inputs()
+    seen: set[Path] = set()
+
+    def add(path: Path, relative: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.items.append(InputItem(path=path, relative=relative))
+
+    for spec in specs:
+        path = Path(spec)
+        if GLOB_CHARS & set(spec) and not path.exists():
+            root = _glob_root(spec)
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=recursive))
+            files = [m for m in matches if m.is_file() and m.suffix.lower() in SUPPORTED_SUFFIXES]
+            if not files:
+                out.problems.append(InputProblem(spec, "no-match", f"no photos match {spec}"))
+            for f in files:
+                add(f, _relative(f, root))
+        elif path.is_dir():
+            for f in _walk(path, recursive, exclude, out.problems):
+                add(f, f.relative_to(path))
+        elif path.is_file():
+            add(path, Path(path.name))
+        elif path.exists():
+            out.problems.append(InputProblem(spec, "unsupported", f"{spec} is not a regular file or folder"))
+        else:
+            out.problems.append(InputProblem(spec, "missing", f"{spec} does not exist"))
+    return out
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return Path(path.name)
+    return Path(path.name) if ".." in rel.parts else rel
+
+
+class OutputError(ValueError):
+    """This input cannot be given an output (it would overwrite an input, collide or escape)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class OutputPlan:
+    """Where results go.
+
+    ``out_dir`` mirrors the input tree; without it results go next to their input. ``suffix`` is
+    inserted before the extension (default ``_restored`` next to inputs, nothing under ``out_dir``);
+    ``ext`` changes the format; ``in_place`` replaces the input itself (atomically).
+    """
+
+    out_dir: Path | None = None
+    suffix: str | None = None
+    ext: str | None = None
+    in_place: bool = False
+    _claimed: dict[Path, Path] = field(default_factory=dict, repr=False)
+    _inputs: set[Path] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.ext is not None:
+            self.ext = self.ext if self.ext.startswith(".") else "." + self.ext
+            if self.ext.lower() not in SUPPORTED_SUFFIXES:
+                raise ValueError(
+                    f"--ext {self.ext}: not a format we can write ({', '.join(sorted(SUPPORTED_SUFFIXES))})"
+                )
+        if self.suffix and (os.sep in self.suffix or "/" in self.suffix or ".." in self.suffix):
+            raise ValueError("--suffix must not contain path separators or '..'")
+        if self.in_place and (self.out_dir is not None or self.suffix or self.ext):
+            raise ValueError("--in-place cannot be combined with -o, --suffix or --ext")
+
+    def register_inputs(self, items: list[InputItem]) -> None:
+        self._inputs = {i.path.resolve() for i in items}
+
+    def output_for(self, item: InputItem) -> Path:
+        """The output path of ``item``; raises :class:`OutputError` when it would be unsafe."""
+        if self.in_place:
+            return item.path
+        suffix = self.suffix if self.suffix is not None else ("" if self.out_dir is not None else "_restored")
+        rel = item.relative
+        ext = self.ext or rel.suffix
+        name = rel.stem + suffix + ext
+        if self.out_dir is not None:
+            target = self.out_dir / rel.parent / name
+            root = os.path.abspath(self.out_dir)
+            if os.path.commonpath([root, os.path.abspath(target)]) != root:
+                raise OutputError("unsafe-path", f"{item.path}: output {target} would escape {self.out_dir}")
+        else:
+            target = item.path.with_name(name)
+        key = target.resolve()
+        if key in self._inputs:
+            raise OutputError(
+                "would-overwrite-input",
+                f"{item.path}: the output {target} is an input; use --suffix, another -o folder or --in-place",
+            )
+        other = self._claimed.get(key)
+        if other is not None and other != item.path:
+            raise OutputError("output-collision", f"{item.path}: output {target} is already the output of {other}")
+        self._claimed[key] = item.path
+        return target

@@ -1,0 +1,84 @@
+"""Choosing where models run.
+
+Everything that touches a model asks this module for its ``torch.device`` and dtype, so that the
+same code path serves CPU, CUDA and Apple's MPS and the tests on CPU cover the GPU paths too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+class DeviceError(ValueError):
+    """The requested device does not exist on this machine."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how models run: the device, the compute dtype and the CPU thread count."""
+
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    threads: int | None = None
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn ``auto|cpu|cuda[:N]|mps`` into a device that exists, or raise :class:`DeviceError`."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {spec}: this torch build or machine has no CUDA device")
+        index = 0
+        if ":" in spec:
+            try:
+                index = int(spec.split(":", 1)[1])
+            except ValueError as exc:
+                raise DeviceError(f"--device {spec}: expected cuda or cuda:N") from exc
+        if not 0 <= index < torch.cuda.device_count():
+            raise DeviceError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return torch.device("cuda", index)
+    if spec == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError("--device mps: Metal (MPS) is not available on this machine")
+        return torch.device("mps")
+    raise DeviceError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+def make_runtime(device: str = "auto", half: bool | None = None, threads: int | None = None) -> Runtime:
+    """Build a :class:`Runtime`.
+
+    ``half=None`` means "fp16 where it is safe": on CUDA only, since CPU fp16 convolutions are slow
+    and MPS fp16 differs numerically between macOS versions.
+    """
+    dev = resolve_device(device)
+    if threads is not None:
+        if threads < 1:
+            raise DeviceError("--threads must be at least 1")
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if half is None:
+        half = dev.type == "cuda"
+    if half and dev.type == "cpu":
+        raise DeviceError("--half needs a GPU: half precision is not supported for CPU inference here")
+    if dev.type == "cuda":
+        # Match the reference numbers: TF32 would change results by ~1e-3.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return Runtime(device=dev, dtype=torch.float16 if half else torch.float32, threads=threads)

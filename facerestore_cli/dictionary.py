@@ -1,0 +1,294 @@
+"""Per-person DMDNet specific dictionaries, compiled once from ordinary photos and cached.
+
+The official code re-encodes every reference for every image it restores. A person's dictionary only
+depends on their reference photos and on the weights, so we compile it once: detect, align, find the
+68 landmarks, reject photos that would hurt (no face, several faces, face too small, or somebody else,
+judged by dlib's face embeddings against the other references), run the reference encoder, and store
+the 18 key/value tensors as safetensors. The cache key is the references' *content* (not their names
+or dates), the weights' sha256 and :data:`DICTIONARY_FORMAT`; an unchanged folder is a cache hit and
+costs one hash of its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facerestore_cli.album import discover_inputs
+from facerestore_cli.imagefile import ImageFileError, load_photo, rgb8
+
+#: Bump when what a dictionary file contains or how references are prepared changes.
+DICTIONARY_FORMAT = 1
+#: A reference face smaller than this (longest box side, photo pixels) has too little detail to help.
+MIN_REFERENCE_FACE = 96
+#: A second face at least this fraction of the largest one's size makes a photo ambiguous.
+SECOND_FACE_RATIO = 0.6
+#: A reference further than this (dlib distance) from the others' median embedding is an outlier.
+OUTLIER_DISTANCE = 0.55
+
+
+def cache_root() -> Path:
+    """``$FACERESTORE_CACHE``, else ``$XDG_CACHE_HOME/facerestore``, else ``~/.cache/facerestore``."""
+    env = os.environ.get("FACERESTORE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "facerestore"
+
+
+@dataclass
+class ReferenceReport:
+    """One reference photo: used or rejected, and why."""
+
+    path: str
+    used: bool
+    reason: str | None = None
+    face_size: float | None = None
+    distance: float | None = None
+
+
+@dataclass
+class CompiledDictionary:
+    """A person's dictionary: tensors for DMDNet plus what it was built from."""
+
+    name: str
+    key: str
+    path: Path
+    tensors: dict[str, Any]
+    centroid: np.ndarray | None
+    references: list[ReferenceReport] = field(default_factory=list)
+    from_cache: bool = False
+    seconds: float = 0.0
+
+    @property
+    def used(self) -> int:
+        return sum(r.used for r in self.references)
+
+
+class DictionaryError(RuntimeError):
+    """No usable reference in a folder, or a damaged cache entry."""
+
+
+class DictionaryCache:
+    """The on-disk cache of compiled dictionaries: ``<root>/dictionaries/<key>.safetensors``."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or cache_root()) / "dictionaries"
+
+    def path_for(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def load(self, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        path = self.path_for(key)
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        except Exception:  # a damaged entry is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+            return None
+        return tensors, meta
+
+    def save(self, key: str, tensors: dict[str, Any], metadata: dict[str, str]) -> Path:
+        from safetensors.torch import save_file
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path_for(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every cached dictionary with its person, folder, reference count, size and age."""
+        from safetensors import safe_open
+
+        out = []
+        for path in sorted(self.root.glob("*.safetensors")):
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    meta = f.metadata() or {}
+            except Exception:
+                meta = {"damaged": "true"}
+            out.append(
+                {
+                    "key": path.stem,
+                    "path": str(path),
+                    "person": meta.get("person"),
+                    "folder": meta.get("folder"),
+                    "references": int(meta.get("used", 0)),
+                    "bytes": path.stat().st_size,
+                    "created": meta.get("created"),
+                }
+            )
+        return out
+
+    def clear(self, folder: Path | None = None) -> int:
+        """Delete all entries, or those compiled from ``folder``. Returns how many were removed."""
+        removed = 0
+        for entry in self.entries():
+            if folder is None or entry["folder"] == str(Path(folder).resolve()):
+                Path(entry["path"]).unlink(missing_ok=True)
+                removed += 1
+        if folder is None and self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+        return removed
+
+
+def reference_files(folder: Path) -> list[Path]:
+    inputs = discover_inputs([str(folder)], recursive=False)
+    return [item.path for item in inputs.items]
+
+
+def dictionary_key(files: list[Path], weights_sha256: str, settings: str = "") -> str:
+    """Content hash of the references (order-free), the weights and the format version."""
+    digests = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in files)
+    h = hashlib.sha256()
+    h.update(f"facerestore-dictionary:{DICTIONARY_FORMAT}:{weights_sha256}:{settings}\n".encode())
+    for d in digests:
+        h.update(d.encode() + b"\n")
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class PreparedFace:
+    """A reference face ready for encoding: aligned crop, landmarks, embedding."""
+
+    crop: np.ndarray
+    landmarks68: np.ndarray
+    embedding: np.ndarray | None
+
+
+def prepare_references(
+    files: list[Path],
+    detect: Callable[[np.ndarray], list],
+    align: Callable[[np.ndarray, Any], tuple[np.ndarray, np.ndarray]],
+    embed: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    *,
+    min_face: int = MIN_REFERENCE_FACE,
+    outlier_distance: float = OUTLIER_DISTANCE,
+) -> tuple[list[PreparedFace], list[ReferenceReport]]:
+    """Choose the usable references in ``files`` and say why the others were rejected.
+
+    ``detect(rgb) -> faces``, ``align(rgb, face) -> (crop, landmarks68)`` and ``embed(crop, lm)`` are
+    the pipeline's own stages, so references are prepared exactly like the faces they will help.
+    """
+    reports: list[ReferenceReport] = []
+    prepared: list[tuple[int, PreparedFace]] = []
+    for path in files:
+        report = ReferenceReport(path=str(path), used=False)
+        reports.append(report)
+        try:
+            photo = load_photo(path)
+        except ImageFileError as exc:
+            report.reason = f"unreadable: {exc}"
+            continue
+        rgb = rgb8(photo)
+        faces = sorted(detect(rgb), key=lambda f: -f.size)
+        if not faces:
+            report.reason = "no face found"
+            continue
+        if len(faces) > 1 and faces[1].size >= SECOND_FACE_RATIO * faces[0].size:
+            report.reason = f"{len(faces)} faces: a reference photo must show only the person"
+            continue
+        face = faces[0]
+        report.face_size = round(float(face.size), 1)
+        if face.size < min_face:
+            report.reason = f"face too small ({face.size:.0f} px < {min_face} px)"
+            continue
+        crop, marks = align(rgb, face)
+        emb = embed(crop, marks) if embed is not None else None
+        prepared.append((len(reports) - 1, PreparedFace(crop, marks, emb)))
+
+    if embed is not None and len(prepared) >= 3:
+        embs = np.stack([p.embedding for _, p in prepared])
+        for j, (i, _) in enumerate(prepared):
+            others = np.delete(embs, j, axis=0)
+            d = float(np.linalg.norm(embs[j] - np.median(others, axis=0)))
+            reports[i].distance = round(d, 4)
+            if d > outlier_distance:
+                reports[i].reason = f"identity outlier: distance {d:.2f} to the other references (> {outlier_distance})"
+        prepared = [(i, p) for i, p in prepared if reports[i].reason is None]
+    for i, _ in prepared:
+        reports[i].used = True
+    return [p for _, p in prepared], reports
+
+
+def compile_dictionary(
+    folder: Path,
+    *,
+    weights_sha256: str,
+    encode: Callable[[np.ndarray, np.ndarray], dict[str, Any]],
+    detect: Callable[[np.ndarray], list],
+    align: Callable[[np.ndarray, Any], tuple[np.ndarray, np.ndarray]],
+    embed: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    cache: DictionaryCache | None = None,
+    settings: str = "",
+    force: bool = False,
+    name: str | None = None,
+) -> CompiledDictionary:
+    """Compile (or load from the cache) the dictionary of the person photographed in ``folder``."""
+    import torch
+
+    started = time.perf_counter()
+    folder = Path(folder)
+    cache = cache or DictionaryCache()
+    files = reference_files(folder)
+    if not files:
+        raise DictionaryError(f"{folder}: no reference photos (JPEG, PNG, WebP, BMP, TIFF) found")
+    key = dictionary_key(files, weights_sha256, settings)
+    name = name or folder.resolve().name
+    if not force:
+        hit = cache.load(key)
+        if hit is not None:
+            tensors, meta = hit
+            centroid = tensors.pop("_centroid", None)
+            refs = [ReferenceReport(**r) for r in json.loads(meta.get("references", "[]"))]
+            return CompiledDictionary(
+                name=name, key=key, path=cache.path_for(key), tensors=tensors,
+                centroid=None if centroid is None else centroid.numpy(), references=refs, from_cache=True,
+                seconds=time.perf_counter() - started,
+            )  # fmt: skip
+    prepared, reports = prepare_references(files, detect, align, embed)
+    if not prepared:
+        reasons = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in reports)
+        raise DictionaryError(f"{folder}: no usable reference photo ({reasons})")
+    crops = np.stack([p.crop for p in prepared])
+    marks = np.stack([p.landmarks68 for p in prepared])
+    tensors = encode(crops, marks)
+    centroid = None
+    store = dict(tensors)
+    if embed is not None:
+        centroid = np.mean([p.embedding for p in prepared], axis=0).astype(np.float32)
+        store["_centroid"] = torch.from_numpy(centroid)
+    meta = {
+        "format": str(DICTIONARY_FORMAT),
+        "person": name,
+        "folder": str(folder.resolve()),
+        "weights_sha256": weights_sha256,
+        "used": str(len(prepared)),
+        "references": json.dumps([asdict(r) for r in reports]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    path = cache.save(key, store, meta)
+    return CompiledDictionary(
+        name=name, key=key, path=path, tensors=tensors, centroid=centroid, references=reports,
+        from_cache=False, seconds=time.perf_counter() - started,
+    )  # fmt: skip

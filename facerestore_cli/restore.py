@@ -1,0 +1,169 @@
+"""Restorers: a model plus everything needed to run it on aligned faces.
+
+The pipeline hands a restorer a batch of aligned 512x512 uint8 RGB crops with their 68 landmarks and
+gets float32 RGB in [0, 1] back. Restorers own the model's device, dtype and batching, so the pipeline
+never touches torch. ``none`` is the identity restorer: it lets a user check detection and alignment,
+and it is the pipeline's own end-to-end test.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facerestore_cli.device import Runtime, make_runtime
+
+METHODS = ("dmdnet", "memgan", "none")
+
+
+@dataclass
+class RestorerInfo:
+    """What a restorer runs with, for reports and ``doctor``."""
+
+    method: str
+    weights: Path | None = None
+    sha256: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+class Restorer(ABC):
+    """Turns aligned faces into restored faces."""
+
+    info: RestorerInfo
+    #: Whether this restorer can use a specific (per-person) dictionary.
+    uses_references: bool = False
+
+    @abstractmethod
+    def restore(
+        self, faces: np.ndarray, landmarks68: np.ndarray, dictionary: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
+        """(N, 512, 512, 3) uint8 RGB and (N, 68, 2) landmarks -> (N, 512, 512, 3) float32 in [0, 1]."""
+
+
+class IdentityRestorer(Restorer):
+    """Returns the aligned faces unchanged (``--method none``)."""
+
+    def __init__(self) -> None:
+        self.info = RestorerInfo(method="none")
+
+    def restore(self, faces, landmarks68, dictionary=None):
+        return faces.astype(np.float32) / 255.0
+
+
+class TorchRestorer(Restorer):
+    """Shared plumbing for the torch models: weights, device, dtype, batching, conversions."""
+
+    def __init__(self, method: str, weights: Path | None, runtime: Runtime | None, batch_size: int) -> None:
+        import torch
+
+        from facerestore_cli import weights as weights_mod
+        from facerestore_cli.models import create_model
+
+        self.torch = torch
+        self.runtime = runtime or make_runtime("cpu")
+        location = weights_mod.locate_weights(method, weights)
+        loaded = weights_mod.load_weights(location)
+        config = loaded.config or {}
+        self.model = create_model(method, config)
+        state = {k: v.float() for k, v in loaded.tensors.items()}
+        self.model.load_state_dict(state, strict=True)
+        self.model.eval().requires_grad_(False)
+        self.model.to(device=self.runtime.device, dtype=self.runtime.dtype)
+        self.batch_size = max(1, batch_size)
+        self.info = RestorerInfo(
+            method=method,
+            weights=Path(loaded.path),
+            sha256=loaded.sha256,
+            config=dict(config),
+            device=str(self.runtime.device),
+            dtype=str(self.runtime.dtype).replace("torch.", ""),
+        )
+
+    def to_tensor(self, faces: np.ndarray):
+        """uint8 RGB -> (N, 3, H, W) in [-1, 1], exactly as the official DMDNet test code does."""
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2)
+        x = (x.to(torch.float64) / 255.0).to(torch.float32)
+        x = (x - 0.5) / 0.5
+        return x.to(device=self.runtime.device, dtype=self.runtime.dtype)
+
+    def from_tensor(self, out) -> np.ndarray:
+        y = (out.float() * 0.5 + 0.5).clamp_(0, 1)
+        return y.permute(0, 2, 3, 1).cpu().numpy()
+
+    def restore(self, faces, landmarks68, dictionary=None):
+        results = []
+        with self.torch.inference_mode():
+            for start in range(0, len(faces), self.batch_size):
+                stop = start + self.batch_size
+                results.append(self._restore_batch(faces[start:stop], landmarks68[start:stop], dictionary))
+        if not results:
+            return np.zeros((0, *faces.shape[1:]), np.float32)
+        return np.concatenate(results)
+
+    @abstractmethod
+    def _restore_batch(self, faces: np.ndarray, landmarks68: np.ndarray, dictionary) -> np.ndarray: ...
+
+
+class DMDNetRestorer(TorchRestorer):
+    """DMDNet: generic dictionary, or the specific path when a person's dictionary is given."""
+
+    uses_references = True
+
+    def __init__(self, weights: Path | None = None, runtime: Runtime | None = None, batch_size: int = 4) -> None:
+        super().__init__("dmdnet", weights, runtime, batch_size)
+
+    def boxes(self, landmarks68: np.ndarray) -> np.ndarray:
+        from facerestore_cli.models.dmdnet import component_boxes
+
+        return np.stack([component_boxes(lm) for lm in landmarks68])
+
+    def encode_references(self, faces: np.ndarray, landmarks68: np.ndarray) -> dict[str, Any]:
+        """Specific dictionary of reference crops, on the CPU in float32 (what the cache stores)."""
+        torch = self.torch
+        keys: dict[str, list] = {}
+        with torch.inference_mode():
+            for start in range(0, len(faces), self.batch_size):
+                sl = slice(start, start + self.batch_size)
+                part = self.model.encode_references(
+                    self.to_tensor(faces[sl]), torch.from_numpy(self.boxes(landmarks68[sl]))
+                )
+                for k, v in part.items():
+                    keys.setdefault(k, []).append(v.float().cpu())
+        return {k: torch.cat(v) for k, v in keys.items()}
+
+    def _restore_batch(self, faces, landmarks68, dictionary):
+        torch = self.torch
+        specific = None
+        if dictionary is not None:
+            specific = {k: v.to(self.runtime.device, self.runtime.dtype) for k, v in dictionary.items()}
+        out = self.model(self.to_tensor(faces), torch.from_numpy(self.boxes(landmarks68)), specific)
+        return self.from_tensor(out)
+
+
+class MemGANRestorer(TorchRestorer):
+    def __init__(self, weights: Path | None = None, runtime: Runtime | None = None, batch_size: int = 4) -> None:
+        super().__init__("memgan", weights, runtime, batch_size)
+
+    def _restore_batch(self, faces, landmarks68, dictionary):
+        return self.from_tensor(self.model(self.to_tensor(faces)))
+
+
+def create_restorer(
+    method: str, *, weights: Path | None = None, runtime: Runtime | None = None, batch_size: int = 4
+) -> Restorer:
+    """Build the restorer for ``--method``; raises ``ValueError`` for an unknown method."""
+    if method == "none":
+        return IdentityRestorer()
+    if method == "dmdnet":
+        return DMDNetRestorer(weights, runtime, batch_size)
+    if method == "memgan":
+        return MemGANRestorer(weights, runtime, batch_size)
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -1,0 +1,1 @@
+"""Training: synthetic degradations, losses, discriminators and the training loops."""

@@ -1,0 +1,442 @@
+"""Training DMDNet as the paper describes it, sized for a CPU.
+
+The generic dictionary goes through the paper's four stages (section 3.1):
+
+1. **Initialisation** (eq. 2): the dictionary *is* the extractor's keys and values of Y fixed sharp
+   faces, so the loss trains the extractor through it. Re-encoding all Y faces every step is too slow
+   on a CPU, so each step re-encodes ``refresh_items`` of them with gradients and reuses the others'
+   cached (detached) features; every item is refreshed every Y / refresh_items steps.
+2. **Forward update** (eq. 3): ``value* = γv·value + (1−γv)·value_gt`` (keys likewise) with learnable
+   γ, towards the extractor's features of ground-truth faces. The item updated is the one whose key is
+   closest to the ground truth's (the item a query would read most). A face never reads an item
+   updated with its own ground truth: within a batch each face reads the items updated by the *other*
+   faces (that is where γ gets its gradient), and the persistent dictionary takes all updates after
+   the step.
+3. **Backward update** (eq. 4–5): the keys and values become parameters optimised directly with a
+   learning rate 100x smaller than the network's (2e-6 vs 2e-4 in the paper).
+4. **Buffer**: the dictionary is frozen into the model's buffers and the network is fine-tuned.
+
+The extractor of the generic dictionary (F_gen) and of the specific one (F_spe) are the same module
+(``E_hq`` + ``*_KV``): the paper initialises F_spe from F_gen and the released model keeps one.
+
+Losses (eq. 11–18): 300·MSE + perceptual + 0.1·style + the multi-scale SNGAN hinge with λ_r = {4, 1,
+0.5}. Without a pretrained VGG19 the perceptual and style terms use the stand-ins documented in
+:mod:`facerestore_cli.train.losses`, and the adversarial term is scaled by ``adv_scale`` (0.1 by
+default) because a short CPU schedule cannot afford the fidelity the full weight costs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from facerestore_cli.landmarks import LandmarkPredictor
+from facerestore_cli.models.dmdnet import SCALES, Config, DMDNet, component_boxes, dict_key, mem_buffer_name
+from facerestore_cli.train import common
+from facerestore_cli.train.data import FaceData, landmark_cache, list_images, prefetch, read_rgb, split_validation
+from facerestore_cli.train.degrade import degrade, fixed_degradation
+from facerestore_cli.train.discriminators import MultiScaleSNDiscriminator
+from facerestore_cli.train.losses import DMDNetLossWeights, feature_losses, hinge_d_loss, hinge_g_loss, mse_loss
+
+STAGES = ("init", "forward", "backward", "buffer")
+
+
+@dataclass
+class DMDNetTrainOptions:
+    data: Path
+    out: Path
+    work_dir: Path | None = None
+    config: Config = field(default_factory=Config.compact)
+    batch: int = 2
+    stage_steps: tuple[int, int, int, int] = (4000, 3000, 3000, 2000)
+    lr: float = 2e-4
+    dict_lr_ratio: float = 0.01
+    refs_choices: tuple[int, ...] = (0, 1, 2)
+    refs_probs: tuple[float, ...] = (0.3, 0.3, 0.4)
+    refresh_items: int = 2
+    gamma_init: float = 0.9
+    adv_start: int = 2000
+    adv_scale: float = 0.1
+    disc_width: int = 16
+    seed: int = 0
+    threads: int | None = None
+    bf16: bool = True
+    val_every: int = 500
+    ckpt_every: int = 100
+    vgg: str = "auto"
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.stage_steps)
+
+    def stage(self, step: int) -> str:
+        edge = 0
+        for name, n in zip(STAGES, self.stage_steps, strict=True):
+            edge += n
+            if step < edge:
+                return name
+        return STAGES[-1]
+
+    def resolved_work_dir(self) -> Path:
+        return self.work_dir or self.out.with_name(self.out.stem + ".work")
+
+
+PARTS_SIZES = [(part, size) for size, _ in SCALES for part in ("LE", "RE", "MO")]
+NAMES = [dict_key(p, s, k) for p, s in PARTS_SIZES for k in ("Key", "Value")]
+
+
+class GenericDictionary(nn.Module):
+    """The generic dictionary while it trains (stages 1–3), outside the model's buffers."""
+
+    def __init__(self, model: DMDNet, gamma_init: float) -> None:
+        super().__init__()
+        self.cache: dict[str, Tensor] = {k: v.detach().clone().float() for k, v in model.generic_dictionary().items()}
+        logit = math.log(gamma_init / (1 - gamma_init))
+        self.gamma = nn.ParameterDict({k: nn.Parameter(torch.tensor(logit)) for k in NAMES})
+        self.params: nn.ParameterDict | None = None
+
+    def state(self) -> dict:
+        out = {"cache": self.cache, "gamma": {k: v.detach() for k, v in self.gamma.items()}}
+        if self.params is not None:
+            out["params"] = {k: v.detach() for k, v in self.params.items()}
+        return out
+
+    def load(self, state: dict) -> None:
+        self.cache = {k: v.float() for k, v in state["cache"].items()}
+        for k, v in state["gamma"].items():
+            self.gamma[k].data.copy_(v)
+        if "params" in state:
+            self.make_parameters()
+            for k, v in state["params"].items():
+                self.params[k].data.copy_(v)
+
+    def make_parameters(self) -> nn.ParameterDict:
+        if self.params is None:
+            self.params = nn.ParameterDict({k: nn.Parameter(v.clone()) for k, v in self.cache.items()})
+        return self.params
+
+    def current(self) -> dict[str, Tensor]:
+        if self.params is not None:
+            return {k: v.detach() for k, v in self.params.items()}
+        return self.cache
+
+    def write_into(self, model: DMDNet) -> None:
+        """Copy the current dictionary into the model's buffers (validation, export, stage 4)."""
+        current = self.current()
+        for part, size in PARTS_SIZES:
+            for kind in ("Key", "Value"):
+                getattr(model, mem_buffer_name(part, size, kind)).copy_(current[dict_key(part, size, kind)])
+
+
+def _boxes(landmarks: list[np.ndarray]) -> Tensor:
+    return torch.from_numpy(np.stack([component_boxes(lm) for lm in landmarks]))
+
+
+def _stack_specific(flat: dict[str, Tensor], batch: int, refs: int) -> dict[str, Tensor]:
+    return {k: v.reshape(batch, refs, *v.shape[1:]) for k, v in flat.items()}
+
+
+class DMDNetTrainer:
+    def __init__(self, opts: DMDNetTrainOptions) -> None:
+        self.opts = opts
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        self.work = opts.resolved_work_dir()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.rng = np.random.default_rng(opts.seed)
+        torch.manual_seed(opts.seed)
+        files = list_images(opts.data)
+        self.predictor = LandmarkPredictor()
+        marks = landmark_cache(files, self.work / "landmarks.npz", self.predictor)
+        index = {f: i for i, f in enumerate(files)}
+        train_files, val_files = split_validation(files)
+        self.train_data = FaceData(train_files, marks[[index[f] for f in train_files]], "dmdnet", self.predictor)
+        self.val_files = val_files
+        self.val_marks = marks[[index[f] for f in val_files]]
+
+        self.model = DMDNet(opts.config).to(memory_format=torch.channels_last)
+        self.disc = MultiScaleSNDiscriminator(width=opts.disc_width).to(memory_format=torch.channels_last)
+        self.dictionary = GenericDictionary(self.model, opts.gamma_init)
+        self.perceptual, self.style = feature_losses("dmdnet", vgg=opts.vgg)
+        self.weights = DMDNetLossWeights()
+        self.opt_g = torch.optim.Adam(
+            [*self.model.parameters(), *self.dictionary.gamma.parameters()], lr=opts.lr, betas=(0.5, 0.999)
+        )
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
+        self.opt_dict: torch.optim.Optimizer | None = None
+        self.step = 0
+        self.log = common.Log(self.work / "log.jsonl")
+
+        # The Y generic images (fixed by the seed, drawn from the training split).
+        y = opts.config.banks
+        pick = np.random.default_rng(opts.seed + 1).choice(len(train_files), size=y, replace=False)
+        self.generic_images = common.to_tensor([read_rgb(train_files[i]) for i in pick])
+        self.generic_boxes = _boxes([self.train_data.landmarks[i] for i in pick])
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def checkpoint_path(self) -> Path:
+        return self.work / "checkpoint.pt"
+
+    def save(self) -> None:
+        state = {
+            "step": self.step,
+            "options": _options_dict(self.opts),
+            "model": self.model.state_dict(),
+            "disc": self.disc.state_dict(),
+            "dictionary": self.dictionary.state(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "opt_dict": self.opt_dict.state_dict() if self.opt_dict else None,
+            "rng": common.rng_state(self.rng),
+            "elapsed": self.log.elapsed,
+        }
+        common.save_checkpoint(self.checkpoint_path(), state)
+
+    def resume(self) -> bool:
+        path = self.checkpoint_path()
+        if not path.exists():
+            return False
+        state = common.load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.disc.load_state_dict(state["disc"])
+        self.dictionary.load(state["dictionary"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if state["opt_dict"] is not None:
+            self._dict_optimizer().load_state_dict(state["opt_dict"])
+        common.restore_rng(self.rng, state["rng"])
+        self.step = int(state["step"])
+        self.log.elapsed_before = float(state["elapsed"])
+        self.log.started = time.time()
+        return True
+
+    def _dict_optimizer(self) -> torch.optim.Optimizer:
+        if self.opt_dict is None:
+            params = self.dictionary.make_parameters()
+            self.opt_dict = torch.optim.Adam(
+                params.parameters(), lr=self.opts.lr * self.opts.dict_lr_ratio, betas=(0.5, 0.999)
+            )
+        return self.opt_dict
+
+    # -- one step -------------------------------------------------------------------------------------
+
+    def _make_batch(self, rng: np.random.Generator) -> dict:
+        """One training batch (runs in the prefetch thread with its own generator)."""
+        opts = self.opts
+        n_refs = int(rng.choice(opts.refs_choices, p=opts.refs_probs))
+        samples = [self.train_data.sample(rng, n_refs) for _ in range(opts.batch)]
+        batch = {
+            "hq": common.to_tensor([s.hq for s in samples]),
+            "lq": common.to_tensor([s.lq for s in samples]),
+            "boxes": _boxes([s.landmarks for s in samples]),
+            "n_refs": n_refs,
+        }
+        if n_refs:
+            batch["refs"] = common.to_tensor([r for s in samples for r in s.refs])
+            batch["ref_boxes"] = _boxes([m for s in samples for m in s.ref_landmarks])
+        return batch
+
+    def _generic(self, stage: str, batch: dict) -> tuple[dict[str, Tensor] | None, callable]:
+        """The generic dictionary this step reads, and what to do after the optimiser step."""
+        d = self.dictionary
+        if stage == "init":
+            idx = torch.from_numpy(self.rng.choice(self.opts.config.banks, self.opts.refresh_items, replace=False))
+            fresh = self.model.encode_references(self.generic_images[idx], self.generic_boxes[idx])
+            gen = {}
+            for k in NAMES:
+                t = d.cache[k].clone()
+                t[idx] = fresh[k].float()
+                gen[k] = t
+
+            def after() -> None:
+                for k in NAMES:
+                    d.cache[k][idx] = fresh[k].detach().float()
+
+            return gen, after
+        if stage == "forward":
+            b = batch["hq"].shape[0]
+            gt = self.model.encode_references(batch["hq"], batch["boxes"])
+            gen = {}
+            updates = {}
+            for k in NAMES:
+                base = d.cache[k]
+                key_name = k[:-5] + "Key" if k.endswith("Value") else k
+                # Which item each ground truth updates: the one whose key it matches best.
+                sims = gt[key_name].detach().float().flatten(1) @ d.cache[key_name].flatten(1).t()
+                items = sims.argmax(1)
+                gamma = torch.sigmoid(d.gamma[k])
+                per_face = base.unsqueeze(0).repeat(b, *([1] * base.ndim))
+                new_items = gamma * base[items] + (1 - gamma) * gt[k].float()
+                rows = []
+                for i in range(b):
+                    t = per_face[i]
+                    for j in range(b):
+                        if j != i:  # never read an item updated with one's own ground truth
+                            t = t.index_put((items[j : j + 1],), new_items[j : j + 1])
+                    rows.append(t)
+                gen[k] = torch.stack(rows)
+                updates[k] = (items, new_items)
+
+            def after() -> None:
+                for k, (items, new_items) in updates.items():
+                    d.cache[k][items] = new_items.detach()
+
+            return gen, after
+        if stage == "backward":
+            self._dict_optimizer()
+            return dict(d.params.items()), lambda: None
+        return None, lambda: None
+
+    def train_step(self) -> dict:
+        opts = self.opts
+        stage = opts.stage(self.step)
+        if stage == "buffer" and self.dictionary is not None and not getattr(self, "_frozen", False):
+            self.dictionary.write_into(self.model)
+            self._frozen = True
+        batch = next(self._batches)
+        self.model.train()
+        with common.autocast(opts.bf16):
+            generic, after = self._generic(stage, batch)
+            specific = None
+            if batch["n_refs"]:
+                flat = self.model.encode_references(batch["refs"], batch["ref_boxes"])
+                specific = _stack_specific(flat, opts.batch, batch["n_refs"])
+            out = self.model(batch["lq"], batch["boxes"], specific, generic=generic)
+        out = out.float()
+        hq = batch["hq"]
+        l_mse = mse_loss(out, hq)
+        l_perc = self.perceptual(out, hq)
+        l_style = self.style(out, hq) if self.style is not None else out.new_zeros(())
+        loss = self.weights.mse * l_mse + self.weights.perceptual * l_perc + self.weights.style * l_style
+        adv = opts.adv_scale > 0 and self.step >= opts.adv_start
+        l_g = out.new_zeros(())
+        if adv:
+            self.disc.requires_grad_(False)
+            with common.autocast(opts.bf16):
+                l_g = hinge_g_loss([x.float() for x in self.disc(out)], self.weights.adversarial)
+            loss = loss + opts.adv_scale * l_g
+        self.opt_g.zero_grad(set_to_none=True)
+        if self.opt_dict is not None:
+            self.opt_dict.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        if stage == "backward":
+            self.opt_dict.step()
+        after()
+        l_d = out.new_zeros(())
+        if adv:
+            self.disc.requires_grad_(True)
+            with common.autocast(opts.bf16):
+                real = self.disc(hq)
+                fake = self.disc(out.detach())
+            l_d = hinge_d_loss([x.float() for x in real], [x.float() for x in fake])
+            self.opt_d.zero_grad(set_to_none=True)
+            l_d.backward()
+            self.opt_d.step()
+        self.step += 1
+        return {
+            "step": self.step, "stage": stage, "refs": batch["n_refs"], "loss": float(loss), "mse": float(l_mse),
+            "perc": float(l_perc), "style": float(l_style), "g_adv": float(l_g), "d": float(l_d),
+            "psnr": float(common.psnr(out.detach(), hq).mean()),
+        }  # fmt: skip
+
+    # -- validation and export ------------------------------------------------------------------------
+
+    def validate(self, limit: int = 8) -> dict:
+        """PSNR/SSIM on held-out faces at fixed x4 and x8 degradations, generic and with 2 views."""
+        if not getattr(self, "_frozen", False):
+            self.dictionary.write_into(self.model)
+        rng = np.random.default_rng(1234)
+        results: dict[str, list[float]] = {}
+        rows = []
+        with common.eval_mode(self.model):
+            for i, path in enumerate(self.val_files[:limit]):
+                hq_img = read_rgb(path)
+                refs = [self._val_ref(hq_img, rng) for _ in range(2)]
+                ref_t = common.to_tensor([r for r, _ in refs])
+                spec = self.model.encode_references(ref_t, _boxes([m for _, m in refs]))
+                hq = common.to_tensor([hq_img])
+                boxes = _boxes([self.val_marks[i]])
+                row = [hq_img]
+                for scale in (4, 8):
+                    lq_img = degrade(hq_img, fixed_degradation(scale, seed=i))
+                    lq = common.to_tensor([lq_img])
+                    gen = self.model(lq, boxes).float()
+                    spe = self.model(lq, boxes, spec).float()
+                    for name, y in (("input", lq), ("generic", gen), ("refs", spe)):
+                        results.setdefault(f"x{scale}_{name}_psnr", []).append(float(common.psnr(y, hq)))
+                        results.setdefault(f"x{scale}_{name}_ssim", []).append(float(common.ssim01(y, hq)))
+                    row += [lq_img, common.to_uint8(gen)[0], common.to_uint8(spe)[0]]
+                rows.append(row)
+        common.save_grid(self.work / f"val_{self.step:06d}.jpg", rows[:4], scale=0.25)
+        return {k: float(np.mean(v)) for k, v in results.items()}
+
+    def _val_ref(self, hq: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        from facerestore_cli.train.data import reference_view
+
+        return reference_view(hq, rng, self.predictor)
+
+    def export(self, validation: dict | None = None) -> str:
+        from facerestore_cli.weights import save_weights
+
+        if not getattr(self, "_frozen", False):
+            self.dictionary.write_into(self.model)
+        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        meta = {
+            "method": "dmdnet",
+            "config": dataclasses.asdict(self.opts.config),
+            "training": {
+                "steps": self.step,
+                "options": _options_dict(self.opts),
+                "wall_time_s": round(self.log.elapsed),
+            },
+            "validation": validation or {},
+            "perceptual": self.perceptual.describe(),
+        }
+        return save_weights(state, self.opts.out, meta, half=True)
+
+    def run(self, log_every: int = 10) -> Path:
+        opts = self.opts
+        if self.resume():
+            self.log.write({"event": "resumed", "step": self.step})
+        self.log.write({"event": "start", "perceptual": self.perceptual.describe(), "total_steps": opts.total_steps})
+        # The data stream is seeded by (seed, step) so a resumed run does not replay old batches.
+        data_rng = np.random.default_rng([opts.seed, self.step])
+        self._batches = prefetch(lambda: self._make_batch(data_rng))
+        for batch_stats in prefetch_steps(self):
+            if self.step % log_every == 0:
+                self.log.write(batch_stats)
+            if self.step % opts.ckpt_every == 0:
+                self.save()
+            if self.step % opts.val_every == 0 or self.step == opts.total_steps:
+                self.log.write({"event": "validation", "step": self.step, **self.validate()})
+            if self.step >= opts.total_steps:
+                break
+        self.save()
+        validation = self.validate(limit=len(self.val_files))
+        self.log.write({"event": "final-validation", **validation})
+        self.export(validation)
+        return opts.out
+
+
+def prefetch_steps(trainer: DMDNetTrainer):
+    while trainer.step < trainer.opts.total_steps:
+        yield trainer.train_step()
+
+
+def _options_dict(opts: DMDNetTrainOptions) -> dict:
+    d = dataclasses.asdict(opts)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def train_dmdnet(opts: DMDNetTrainOptions) -> Path:
+    """Train (or resume) and write the fp16 safetensors weights to ``opts.out``."""
+    return DMDNetTrainer(opts).run()

@@ -1,0 +1,37 @@
+"""Shared fixtures.
+
+Tests that need the project's shared data read it through ``FACERESTORE_SHARED``: when the variable is
+set and the data is missing that is a failure (CI must not silently test less); when it is unset, as on
+a user's machine, those tests are skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def shared_path(*parts: str) -> Path:
+    """Return a path inside ``$FACERESTORE_SHARED``; skip when unset, fail when set but missing."""
+    root = os.environ.get("FACERESTORE_SHARED")
+    if not root:
+        pytest.skip("FACERESTORE_SHARED is not set: the shared data set (../shared) is not available")
+    path = Path(root).joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"FACERESTORE_SHARED={root} is set but {path} does not exist")
+    return path
+
+
+@pytest.fixture
+def shared() -> Path:
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
+def astronaut_rgb():
+    """scikit-image's astronaut photo (512x512 RGB uint8, one face)."""
+    from skimage import data
+
+    return data.astronaut()

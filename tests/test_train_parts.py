@@ -1,0 +1,410 @@
+"""Degradations, losses and discriminators used for training (facerestore_cli.train)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from facerestore_cli.train import degrade as dg
+from facerestore_cli.train import losses as L
+from facerestore_cli.train.discriminators import (
+    MultiScaleSNDiscriminator,
+    StyleGAN2Discriminator,
+    minibatch_stddev,
+)
+
+# dlib's HOG box of the astronaut's face in skimage.data.astronaut()
+ASTRONAUT_FACE_BOX = (175, 76, 265, 166)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These tensors are tiny: on a shared 2-core machine two threads mostly wait for each other
+    (the losses test takes 2 s with 2 threads, 0.15 s with one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def astronaut_face(astronaut_rgb) -> np.ndarray:
+    return cv2.resize(astronaut_rgb[10:210, 125:325], (512, 512), interpolation=cv2.INTER_CUBIC)
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(cv2.PSNR(a, b))
+
+
+def grid(lo: float, hi: float, step: float) -> set[float]:
+    return {round(v, 6) for v in np.arange(lo, hi + step / 2, step)}
+
+
+# --------------------------------------------------------------------------------------------------
+# degradations
+
+
+def test_sample_params_is_reproducible():
+    for spec in (dg.DMDNET_EQ19, dg.MEMGAN_EQ14):
+        a = [dg.sample_params(spec, np.random.default_rng(7)) for _ in range(3)]
+        r1, r2 = np.random.default_rng(123), np.random.default_rng(123)
+        s1 = [dg.sample_params(spec, r1) for _ in range(20)]
+        s2 = [dg.sample_params(spec, r2) for _ in range(20)]
+        assert s1 == s2
+        assert a[0] == a[1] == a[2]
+        assert len({(p.blur_sigma, p.scale, p.noise_seed) for p in s1}) == 20
+
+
+def test_dmdnet_params_lie_on_eq19_grids():
+    rng = np.random.default_rng(0)
+    ps = [dg.sample_params(dg.DMDNET_EQ19, rng) for _ in range(3000)]
+    blur = {round(p.blur_sigma, 6) for p in ps}
+    scale = {round(p.scale, 6) for p in ps}
+    noise = {round(p.noise_sigma, 6) for p in ps}
+    quality = {p.jpeg_quality for p in ps}
+    # the paper's grids, written out independently of the spec
+    assert blur == grid(1, 3, 0.1)
+    assert scale == grid(1, 10, 0.1)
+    assert noise == grid(0, 15, 1)
+    assert quality == set(range(50, 101))
+    assert all(isinstance(p.jpeg_quality, int) for p in ps)
+    assert {p.down_interp for p in ps} == {p.up_interp for p in ps} == {"bicubic"}
+    assert 0.45 < np.mean([p.flip for p in ps]) < 0.55
+    assert all(dg.DMDNET_EQ19.contains(p) for p in ps)
+
+
+def test_memgan_params_cover_eq14_ranges():
+    rng = np.random.default_rng(1)
+    ps = [dg.sample_params(dg.MEMGAN_EQ14, rng) for _ in range(3000)]
+    b = np.array([p.blur_sigma for p in ps])
+    s = np.array([p.scale for p in ps])
+    n = np.array([p.noise_sigma for p in ps])
+    q = np.array([p.jpeg_quality for p in ps])
+    assert 0.2 <= b.min() < 0.3 and 9.9 < b.max() <= 10
+    assert 1 <= s.min() < 1.1 and 7.9 < s.max() <= 8
+    assert 0 <= n.min() < 0.1 and 14.9 < n.max() <= 15
+    assert set(q.tolist()) == set(range(60, 101))
+    assert len(set(b.tolist())) > 2900  # continuous, not a grid
+    assert {p.down_interp for p in ps} == {p.up_interp for p in ps} == {"bilinear"}
+    assert all(dg.MEMGAN_EQ14.contains(p) for p in ps)
+    assert not dg.DMDNET_EQ19.contains(ps[0])
+
+
+def test_degrade_shape_dtype_and_determinism(astronaut_face):
+    rng = np.random.default_rng(3)
+    odd = astronaut_face[:301, :257]
+    for spec in (dg.DMDNET_EQ19, dg.MEMGAN_EQ14):
+        p = dg.sample_params(spec, rng)
+        for img in (astronaut_face, odd):
+            out = dg.degrade(img, p)
+            assert out.shape == img.shape and out.dtype == np.uint8
+            assert np.array_equal(out, dg.degrade(img, p))
+        from_float = dg.degrade(astronaut_face.astype(np.float32) / 255.0, p)
+        assert np.abs(from_float.astype(int) - dg.degrade(astronaut_face, p).astype(int)).max() <= 2
+    with pytest.raises(ValueError):
+        dg.degrade(astronaut_face.astype(np.float32), p)  # 0-255 floats are a caller bug
+
+
+def test_identity_degradation_and_each_factor(astronaut_face):
+    none = dg.DegradationParams(blur_sigma=0, scale=1, noise_sigma=0, jpeg_quality=None)
+    assert np.array_equal(dg.degrade(astronaut_face, none), astronaut_face)
+    for change in ({"blur_sigma": 2.0}, {"scale": 4.0}, {"noise_sigma": 10.0}, {"jpeg_quality": 30}):
+        out = dg.degrade(astronaut_face, dataclasses.replace(none, **change))
+        assert 20 < psnr(astronaut_face, out) < 45, change
+    assert dg.gaussian_kernel_size(1.0) == 7 and dg.gaussian_kernel_size(2.5) == 17
+
+
+def test_stronger_degradation_lowers_psnr_more(astronaut_face):
+    weak = dg.DegradationParams(blur_sigma=1.0, scale=2.0, noise_sigma=2, jpeg_quality=95, noise_seed=1)
+    strong = dg.DegradationParams(blur_sigma=3.0, scale=8.0, noise_sigma=15, jpeg_quality=50, noise_seed=1)
+    p_weak = psnr(astronaut_face, dg.degrade(astronaut_face, weak))
+    p_strong = psnr(astronaut_face, dg.degrade(astronaut_face, strong))
+    assert p_weak > p_strong + 4
+
+
+def test_fixed_x8_is_worse_than_x4(astronaut_face):
+    x4, x8 = dg.fixed_degradation(4), dg.fixed_degradation(8)
+    assert (x4.blur_sigma, x4.noise_sigma, x4.jpeg_quality) == (2.0, 8.0, 75)
+    assert dataclasses.replace(x8, scale=4.0) == x4
+    lq4, lq8 = dg.degrade(astronaut_face, x4), dg.degrade(astronaut_face, x8)
+    assert psnr(astronaut_face, lq8) < psnr(astronaut_face, lq4) - 1
+    hq = astronaut_face / 255.0
+    assert L.ssim(hq, lq8 / 255.0) < L.ssim(hq, lq4 / 255.0) - 0.02
+    assert np.array_equal(lq4, dg.degrade(astronaut_face, dg.fixed_degradation(4)))
+    assert not np.array_equal(lq4, dg.degrade(astronaut_face, dg.fixed_degradation(4, seed=1)))
+
+
+def test_make_pair_applies_flip_and_jitter_to_both(astronaut_face):
+    clean = dg.DegradationParams(blur_sigma=0, scale=1, noise_sigma=0, jpeg_quality=None)
+    flipped = dataclasses.replace(clean, flip=True)
+    target, lq = dg.make_pair(astronaut_face, flipped)
+    assert np.array_equal(target, astronaut_face[:, ::-1]) and np.array_equal(lq, target)
+    jitter = dataclasses.replace(clean, brightness=1.1, contrast=0.9, saturation=1.1, hue=0.02)
+    target, lq = dg.make_pair(astronaut_face, jitter)
+    assert np.array_equal(lq, target) and not np.array_equal(target, astronaut_face)
+    assert 3 < np.abs(target.astype(float) - astronaut_face).mean() < 25
+    brighter = dg.augment(astronaut_face, dataclasses.replace(clean, brightness=1.1))
+    assert 1.05 < brighter.mean() / astronaut_face.mean() < 1.1
+    # with a real degradation the input is the degraded *augmented* target
+    p = dataclasses.replace(dg.fixed_degradation(4), flip=True, brightness=0.9)
+    target, lq = dg.make_pair(astronaut_face, p)
+    assert np.array_equal(lq, dg.degrade(target, p))
+    assert psnr(target, lq) > psnr(astronaut_face, lq) + 3
+
+
+# --------------------------------------------------------------------------------------------------
+# landmark flips
+
+
+def test_flip_permutations_are_involutions():
+    for perm in (dg.FLIP_PERMUTATION_68, dg.FLIP_PERMUTATION_5):
+        assert sorted(perm) == list(range(len(perm)))
+        assert all(perm[perm[i]] == i for i in range(len(perm)))
+    pts = np.random.default_rng(0).uniform(0, 512, (2, 68, 2))
+    assert np.allclose(dg.flip_landmarks68(dg.flip_landmarks68(pts, 512), 512), pts)
+    five = np.array([[190.0, 240], [320, 240], [256, 310], [200, 370], [312, 370]])
+    f5 = dg.flip_landmarks5(five, 512)
+    assert f5[0, 0] < f5[1, 0] and f5[3, 0] < f5[4, 0]
+    assert np.allclose(dg.flip_landmarks5(f5, 512), five)
+
+
+def _check_flip_on_real_face(image: np.ndarray, box: tuple[int, int, int, int]) -> None:
+    pytest.importorskip("dlib")
+    from facerestore_cli.landmarks import default_predictor
+
+    predictor = default_predictor()
+    w = image.shape[1]
+    lm = predictor.predict(image, box)
+    mirrored_box = (w - 1 - box[2], box[1], w - 1 - box[0], box[3])
+    lm_of_flipped = predictor.predict(np.ascontiguousarray(image[:, ::-1]), mirrored_box)
+    ours = dg.flip_landmarks68(lm, w)
+    assert np.abs(ours - lm_of_flipped).mean() < 2.0
+    # only mirroring x without swapping indices would be far off
+    naive = lm.copy()
+    naive[:, 0] = w - 1 - naive[:, 0]
+    assert np.abs(naive - lm_of_flipped).mean() > 5 * np.abs(ours - lm_of_flipped).mean()
+    # image-left eye (36-41) of the flipped face is the mirrored image-right eye (42-47)
+    assert abs(ours[36:42, 0].mean() - lm_of_flipped[36:42, 0].mean()) < 2.0
+    assert abs(ours[36:42, 0].mean() - (w - 1 - lm[42:48, 0].mean())) < 1e-9
+    assert ours[36:42, 0].mean() < ours[42:48, 0].mean()
+
+
+def test_flip_landmarks68_on_the_astronaut(astronaut_rgb):
+    _check_flip_on_real_face(astronaut_rgb, ASTRONAUT_FACE_BOX)
+
+
+@pytest.mark.shared
+def test_flip_landmarks68_on_an_aligned_training_face(shared):
+    path = sorted((shared / "data" / "train-faces").glob("stylegan_*.jpg"))[0]
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    from facerestore_cli.landmarks import ALIGNED_FACE_BOX
+
+    _check_flip_on_real_face(image, ALIGNED_FACE_BOX)
+
+
+# --------------------------------------------------------------------------------------------------
+# SSIM and reconstruction / feature losses
+
+
+def _random_ish(rng: np.random.Generator, h: int, w: int, c: int) -> np.ndarray:
+    smooth = cv2.resize(rng.uniform(0, 1, (h // 8, w // 8, c)).astype(np.float32), (w, h))
+    return np.clip(smooth.reshape(h, w, c) + rng.normal(0, 0.1, (h, w, c)), 0, 1)
+
+
+def test_ssim_matches_skimage():
+    rng = np.random.default_rng(5)
+    for shape in ((64, 80, 3), (48, 48, 1), (33, 40, 3)):
+        a = _random_ish(rng, *shape)
+        b = np.clip(a + rng.normal(0, 0.05 + 0.1 * rng.random(), shape), 0, 1)
+        b[: shape[0] // 3] = cv2.GaussianBlur(a, (5, 5), 2).reshape(shape)[: shape[0] // 3]
+        ref = structural_similarity(
+            a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=2
+        )
+        assert abs(L.ssim(a, b) - ref) < 1e-3
+        assert abs(float(L.ssim(torch.from_numpy(a).permute(2, 0, 1).float(),
+                                torch.from_numpy(b).permute(2, 0, 1).float())) - ref) < 1e-3  # fmt: skip
+    grey_a, grey_b = _random_ish(rng, 40, 40, 1)[..., 0], _random_ish(rng, 40, 40, 1)[..., 0]
+    ref = structural_similarity(grey_a, grey_b, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False, data_range=1)  # fmt: skip
+    assert abs(L.ssim(grey_a, grey_b) - ref) < 1e-3 and ref < 0.5
+    batch = torch.rand(3, 3, 32, 32)
+    per_image = L.ssim(batch, batch.flip(0))
+    assert per_image.shape == (3,) and abs(float(per_image[1]) - 1) < 1e-6
+
+
+@pytest.fixture
+def no_vgg(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACERESTORE_VGG19", str(tmp_path / "missing" / "vgg19.pth"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def _check_loss(loss_fn, target: torch.Tensor, pred: torch.Tensor) -> None:
+    assert float(loss_fn(target.clone(), target)) == pytest.approx(0.0, abs=1e-6)
+    p = pred.clone().requires_grad_(True)
+    value = loss_fn(p, target)
+    assert value.dim() == 0 and value.item() > 1e-5
+    value.backward()
+    assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+def test_fallback_losses_are_reported_zero_on_equal_and_differentiable(astronaut_face, no_vgg, caplog):
+    hq = to_tensor(cv2.resize(astronaut_face, (64, 64), interpolation=cv2.INTER_AREA))
+    lq = to_tensor(cv2.resize(dg.degrade(astronaut_face, dg.fixed_degradation(4)), (64, 64),
+                              interpolation=cv2.INTER_AREA))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="facerestore_cli.train.losses"):
+        perc_d, style = L.feature_losses("dmdnet")
+        perc_m, none = L.feature_losses("memgan")
+    assert none is None
+    for loss in (perc_d, perc_m):
+        assert loss.backend == "ssim+sobel" and not loss.pretrained
+        assert "VGG19 weights not found at" in loss.describe() and "missing" in loss.describe()
+        assert "SSIM" in loss.describe() and "instead" in loss.describe()
+    assert style.backend == "laplacian-gram" and "Laplacian" in style.describe()
+    assert "VGG19 weights not found" in style.describe()
+    assert sum("VGG19 weights not found" in r.getMessage() for r in caplog.records) >= 3
+    for fn in (L.mse_loss, L.l1_loss, perc_d, perc_m, style):
+        _check_loss(fn, hq, lq)
+    # the stand-ins rank degradations the right way round
+    lq8 = to_tensor(cv2.resize(dg.degrade(astronaut_face, dg.fixed_degradation(8)), (64, 64),
+                               interpolation=cv2.INTER_AREA))  # fmt: skip
+    assert float(perc_d(lq8, hq)) > float(perc_d(lq, hq))
+    assert float(style(lq8, hq)) > float(style(lq, hq))
+
+
+def test_explicit_missing_vgg_path_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        L.PerceptualLoss(vgg=tmp_path / "nope.pth")
+
+
+def test_vgg19_backend_loads_torchvision_layout(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    conv_indices = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
+    model = L.VGG19Features()
+    keys = set(model.state_dict())
+    assert keys == {f"features.{i}.{k}" for i in conv_indices for k in ("weight", "bias")}
+    assert model.state_dict()["features.34.weight"].shape == (512, 512, 3, 3)
+    assert L.VGG19_LAYERS["relu4_4"] == 26 and L.VGG19_LAYERS["conv5_4"] == 34
+    state = {  # He-initialised so that activations keep their scale through 16 layers
+        k: torch.randn_like(v) * math.sqrt(2 / v[0].numel()) if k.endswith("weight") else torch.zeros_like(v)
+        for k, v in model.state_dict().items()
+    }
+    state["classifier.6.weight"] = torch.zeros(10, 4)  # a full torchvision file carries these too
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save(state, path)
+    assert "features.0.weight" in torch.load(path, weights_only=True)
+    monkeypatch.setenv("FACERESTORE_VGG19", str(path))
+
+    perc, style = L.feature_losses("dmdnet")
+    assert perc.backend == style.backend == "vgg19" and perc.pretrained
+    assert perc.vgg is style.vgg  # one shared instance
+    assert str(path) in perc.describe() and "not found" not in perc.describe()
+    assert torch.equal(perc.vgg.features[34].weight, state["features.34.weight"])
+
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    feats = perc.vgg(x, L.DMDNET_VGG_LAYERS + L.MEMGAN_VGG_LAYERS)
+    expected = {"relu1_2": (64, 32), "relu2_2": (128, 16), "relu3_4": (256, 8), "relu4_4": (512, 4),
+                "conv1_2": (64, 32), "conv2_2": (128, 16), "conv3_4": (256, 8), "conv4_4": (512, 4),
+                "conv5_4": (512, 2)}  # fmt: skip
+    for name, (c, s) in expected.items():
+        assert feats[name].shape == (1, c, s, s), name
+    assert (feats["conv5_4"] < 0).any() and (feats["relu4_4"] >= 0).all()
+
+    y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    perc_m, _ = L.feature_losses("memgan")
+    for fn in (perc, style, perc_m):
+        _check_loss(fn, x, y)
+    # eq. 12 is a sum over layers of per-layer MSE
+    fy = perc.vgg(y, L.DMDNET_VGG_LAYERS)
+    manual = sum(torch.mean((fy[n] - feats[n]) ** 2) for n in L.DMDNET_VGG_LAYERS)
+    assert float(perc(y, x)) == pytest.approx(float(manual), rel=1e-5)
+    assert not any(p.requires_grad for p in perc.vgg.parameters())
+
+
+def test_gram_normalisation():
+    f = torch.ones(1, 2, 3, 4)
+    assert torch.allclose(L.gram(f), torch.full((1, 2, 2), 12 / 24))
+
+
+# --------------------------------------------------------------------------------------------------
+# adversarial losses
+
+
+def test_hinge_losses_match_eq15_16():
+    real = torch.tensor([2.0, 0.5, -1.0])
+    fake = torch.tensor([-2.0, 0.0, 1.0])
+    assert float(L.hinge_d_loss(real, fake)) == pytest.approx((0 + 0.5 + 2) / 3 + (0 + 1 + 2) / 3)
+    assert float(L.hinge_d_loss([real, real], [fake, fake])) == pytest.approx(2 * (2.5 / 3 + 1))
+    fakes = [torch.tensor([1.0, 3.0]), torch.tensor([[2.0]]), torch.tensor([-4.0])]
+    assert float(L.hinge_g_loss(fakes)) == pytest.approx(-(4 * 2 + 1 * 2 + 0.5 * -4))
+    assert float(L.hinge_g_loss(torch.tensor([1.0, 2.0]))) == pytest.approx(-1.5)
+    with pytest.raises(ValueError):
+        L.hinge_g_loss(fakes[:2])
+
+
+def test_logistic_losses_match_stylegan2():
+    real = torch.tensor([0.0, 1.0])
+    fake = torch.tensor([0.0, -1.0])
+    sp = lambda v: math.log1p(math.exp(v))  # noqa: E731
+    d = (sp(0) + sp(-1)) / 2 + (sp(-0.0) + sp(-1.0)) / 2
+    assert float(L.logistic_d_loss(real, fake)) == pytest.approx(d)
+    assert float(L.logistic_g_loss(fake)) == pytest.approx((sp(0) + sp(1)) / 2)
+
+
+def test_r1_penalty():
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    const = torch.nn.Parameter(torch.tensor(0.7))
+    assert float(L.r1_penalty(const.expand(4, 1), x)) == 0.0
+    assert float(L.r1_penalty(const + 0 * x.sum((1, 2, 3)), x)) == 0.0
+    w = torch.randn(3, 8, 8, requires_grad=True)
+    logits = (x * w).sum((1, 2, 3))
+    assert L.r1_penalty(logits, x).detach().item() == pytest.approx(float((w.detach() ** 2).sum()), rel=1e-5)
+    lazy = L.lazy_r1_loss((x * w).sum((1, 2, 3)), x, gamma=10, interval=16)
+    assert lazy.detach().item() == pytest.approx(5 * 16 * float((w.detach() ** 2).sum()), rel=1e-5)
+    lazy.backward()  # create_graph=True: the penalty trains D's parameters
+    assert torch.allclose(w.grad, 5 * 16 * 2 * w.detach(), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# discriminators
+
+
+def test_multiscale_sn_discriminator():
+    torch.manual_seed(0)
+    d = MultiScaleSNDiscriminator(width=8)
+    assert all(hasattr(m, "parametrizations") for m in d.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    logits, feats = d(x, return_features=True)
+    assert [tuple(t.shape) for t in logits] == [(2, 1, 4, 4), (2, 1, 2, 2), (2, 1, 1, 1)]
+    assert len(feats) == 3 and feats[0][0].shape == (2, 8, 32, 32) and feats[2][-1].shape == (2, 64, 1, 1)
+    L.hinge_g_loss(logits).backward()
+    assert x.grad.abs().sum() > 0
+    assert len(d(x)) == 3
+
+
+def test_stylegan2_discriminator():
+    torch.manual_seed(0)
+    d = StyleGAN2Discriminator(size=32, width=8, max_channels=32)
+    assert d.channels == {32: 8, 16: 16, 8: 32, 4: 32}
+    x = torch.rand(3, 3, 32, 32, requires_grad=True)
+    logits, feats = d(x, return_features=True)
+    assert logits.shape == (3, 1) and [f.shape[-1] for f in feats] == [32, 16, 8, 4]
+    (L.logistic_g_loss(logits) + L.lazy_r1_loss(logits, x)).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in d.parameters())
+    with pytest.raises(ValueError):
+        d(torch.rand(1, 3, 64, 64))
+    same = torch.ones(4, 8, 2, 2)
+    assert minibatch_stddev(same)[:, 8].abs().max() < 1e-3
+    assert minibatch_stddev(torch.randn(4, 8, 2, 2))[:, 8].min() > 0.3
