@@ -34,17 +34,18 @@ def train_dmdnet_command(
     threads: int | None = typer.Option(None, help="CPU threads for torch."),
     bf16: bool = typer.Option(True, help="bf16 autocast on the CPU (AMX/AVX512-BF16)."),
     val_every: int = typer.Option(500),
+    export_only: bool = typer.Option(False, help="Only write OUT from the latest checkpoint in WORK."),
 ) -> None:
     """Train DMDNet with the paper's losses and generic-dictionary stages; resumes from WORK."""
     from facerestore_cli.models.dmdnet import Config
-    from facerestore_cli.train.dmdnet import DMDNetTrainOptions, train_dmdnet
+    from facerestore_cli.train.dmdnet import DMDNetTrainer, DMDNetTrainOptions, train_dmdnet
 
     opts = DMDNetTrainOptions(
         data=data, out=out, work_dir=work, config=Config(ngf=ngf, banks=banks), batch=batch,
         stage_steps=_steps(steps, 4), lr=lr, adv_start=adv_start, adv_scale=adv_scale, seed=seed,
         threads=threads, bf16=bf16, val_every=val_every,
     )  # fmt: skip
-    path = train_dmdnet(opts)
+    path = DMDNetTrainer(opts).export_checkpoint() if export_only else train_dmdnet(opts)
     typer.echo(f"wrote {path}")
 
 
@@ -63,14 +64,15 @@ def train_memgan_command(
     threads: int | None = typer.Option(None, help="CPU threads for torch."),
     bf16: bool = typer.Option(True, help="bf16 autocast on the CPU (AMX/AVX512-BF16)."),
     val_every: int = typer.Option(500),
+    export_only: bool = typer.Option(False, help="Only write OUT from the latest checkpoint in WORK."),
 ) -> None:
     """Train MemGAN with the paper's losses (eq. 13) and eq. 14 degradations; resumes from WORK."""
     from facerestore_cli.models.memgan import Config
-    from facerestore_cli.train.memgan import MemGANTrainOptions, train_memgan
+    from facerestore_cli.train.memgan import MemGANTrainer, MemGANTrainOptions, train_memgan
 
     opts = MemGANTrainOptions(
         data=data, out=out, work_dir=work, config=Config(width=width), init=init, batch=batch, steps=steps,
         lr=lr, adv_start=adv_start, seed=seed, threads=threads, bf16=bf16, val_every=val_every,
     )  # fmt: skip
-    path = train_memgan(opts)
+    path = MemGANTrainer(opts).export_checkpoint() if export_only else train_memgan(opts)
     typer.echo(f"wrote {path}")

@@ -307,14 +307,13 @@ def read_manifest(folder: Path | str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{path} is not valid JSON ({exc}); fix or delete it") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise WeightsError(f"{path} is not a facerestore weights manifest (no \"files\" object)")
+        raise WeightsError(f'{path} is not a facerestore weights manifest (no "files" object)')
     fmt = manifest.get("format")
     if not isinstance(fmt, int) or fmt < 1:
-        raise WeightsError(f"{path}: \"format\" must be a positive integer, got {fmt!r}")
+        raise WeightsError(f'{path}: "format" must be a positive integer, got {fmt!r}')
     if fmt > MANIFEST_FORMAT:
         raise WeightsError(
-            f"{path} has manifest format {fmt}, this facerestore reads up to {MANIFEST_FORMAT}: "
-            "upgrade facerestore"
+            f"{path} has manifest format {fmt}, this facerestore reads up to {MANIFEST_FORMAT}: upgrade facerestore"
         )
     for name, entry in manifest["files"].items():
         if not isinstance(entry, dict):
@@ -838,9 +837,7 @@ def _unwrap_state_dict(obj: Any, src: Path) -> tuple[dict[str, Any], list[str]]:
     for _ in range(4):
         if not isinstance(obj, Mapping):
             where = f" under {'/'.join(walked)}" if walked else ""
-            raise CheckpointError(
-                f"{src}: expected a dict of tensors{where}, found a {type(obj).__name__}"
-            )
+            raise CheckpointError(f"{src}: expected a dict of tensors{where}, found a {type(obj).__name__}")
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj), walked
         key = next((k for k in CHECKPOINT_WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
@@ -861,8 +858,21 @@ def _unwrap_state_dict(obj: Any, src: Path) -> tuple[dict[str, Any], list[str]]:
 def _strip_module_prefix(state: dict[str, Any]) -> dict[str, Any]:
     """Checkpoints saved from ``nn.DataParallel`` prefix every key with ``module.``."""
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def read_checkpoint(src: Path | str) -> dict[str, Any]:
+    """The state dict of a foreign ``.pth`` checkpoint, loaded safely (``weights_only=True``).
+
+    Unwraps the usual wrapper keys and a ``module.`` prefix; raises :class:`CheckpointError` with a
+    message naming the file and what is wrong with it.
+    """
+    src = Path(src)
+    if not src.is_file():
+        raise CheckpointError(f"{src}: no such checkpoint file")
+    state, _ = _unwrap_state_dict(_load_checkpoint(src), src)
+    return _strip_module_prefix(state)
 
 
 def import_checkpoint(
@@ -927,8 +937,7 @@ def import_checkpoint(
     dest_dir.mkdir(parents=True, exist_ok=True)
 
     config_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-    fp32 = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
-            for k, v in folded.items()}
+    fp32 = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in folded.items()}
     provenance = {
         "source_file": src.name,
         "source_sha256": source_sha256,
@@ -938,7 +947,9 @@ def import_checkpoint(
     metadata = {"method": method, "config": config_dict, **provenance}
     digest = save_weights(fp32, dest, metadata)
     entry = _entry_for_file(
-        dest, digest, {**metadata, "dtype": "float32", "format_version": WEIGHTS_FORMAT_VERSION},
+        dest,
+        digest,
+        {**metadata, "dtype": "float32", "format_version": WEIGHTS_FORMAT_VERSION},
         **provenance,
     )
     update_manifest(dest_dir, dest.name, entry)
@@ -1086,8 +1097,7 @@ def download(
                 if failures > retries:
                     kept = f" Run it again to resume from the {size} bytes kept in {part}." if size else ""
                     raise DownloadError(
-                        f"downloading {url}: gave up after {failures} failed attempts in a row "
-                        f"(last: {exc}).{kept}"
+                        f"downloading {url}: gave up after {failures} failed attempts in a row (last: {exc}).{kept}"
                     ) from exc
                 delay = min(backoff * 2 ** max(failures - 1, 0), 60.0)
                 if exc.retry_after is not None:
@@ -1184,9 +1194,7 @@ def _download_once(
             raise DownloadError(f"downloading {url} failed: unexpected HTTP {status}")
         if total is not None and expected_size is not None and total != expected_size:
             part.unlink(missing_ok=True)
-            raise DownloadError(
-                f"{url} is {total} bytes, expected {expected_size}: the source serves a different file"
-            )
+            raise DownloadError(f"{url} is {total} bytes, expected {expected_size}: the source serves a different file")
         if status == 200 or state["validator"] is None:
             etag = response.headers.get("ETag")
             last_modified = response.headers.get("Last-Modified")

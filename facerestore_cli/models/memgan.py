@@ -32,6 +32,7 @@ import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -442,4 +443,31 @@ def convert_stylegan2(state_dict: Mapping[str, object], config: Config) -> dict[
             if dim is not None and tgt_shape[dim] != src_shape[dim]:
                 value = value * math.sqrt(src_shape[dim] / tgt_shape[dim])
         out[f"decoder.{key}"] = value.contiguous().clone()
+    return out
+
+
+def initialise_from_stylegan2(checkpoint: Path | str, out: Path | str, *, width: float = 1.0) -> Path:
+    """Write a MemGAN weights file whose decoder comes from a clean StyleGAN2-512 generator.
+
+    This is the paper's starting point (its decoder blocks are a pretrained StyleGAN2); the encoder,
+    memories and fusions keep their fresh initialisation. Train from it with
+    ``facerestore train memgan --init OUT``.
+    """
+    import dataclasses
+
+    from facerestore_cli.weights import file_sha256, read_checkpoint, save_weights
+
+    source = Path(checkpoint)
+    config = Config(width=width)
+    model = MemGAN(config)
+    model.load_stylegan2(read_checkpoint(source))
+    out = Path(out)
+    meta = {
+        "method": "memgan",
+        "config": dataclasses.asdict(config),
+        "initialised_from": source.name,
+        "source_sha256": file_sha256(source),
+        "note": "decoder from a clean StyleGAN2-512 generator; not trained for restoration yet",
+    }
+    save_weights({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out, meta)
     return out

@@ -149,6 +149,13 @@ class TrainerBase:
         self.log.started = time.time()
         return True
 
+    def export_checkpoint(self, limit: int | None = 8) -> Path:
+        """Write weights from the latest checkpoint without training (a snapshot of a running job)."""
+        if not self.resume():
+            raise FileNotFoundError(f"no checkpoint in {self.work}")
+        self.export(self.validate(limit=limit))
+        return self.opts.out
+
     def run(self, log_every: int = 10) -> Path:
         from facerestore_cli.train.data import prefetch
 

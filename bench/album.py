@@ -1,0 +1,152 @@
+"""Album throughput and where the time goes, stage by stage.
+
+    python bench/album.py [--folder DIR] [--threads N] [--method none] [--runs 2] [--detect-size 1600]
+
+Runs the album pipeline in-process (the same ``Pipeline.run`` the CLI uses) over every photo of a
+folder. The first pass warms up (model loading, ONNX session, allocator, page cache) and is reported as
+the baseline; the next passes are the measured ones. Outputs go to a temporary folder that is removed
+afterwards. Prints images/minute, faces/second and the time split by stage (totals and per-image
+means), with the thread count and the load average, since on a shared machine the load changes what
+the numbers mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_FOLDER = Path(os.environ.get("FACERESTORE_SHARED", "/work/shared")) / "data/eval-dev/realworld/whole"
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the models")
+    p.add_argument("--method", default="none", help="none, dmdnet or memgan")
+    p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--runs", type=int, default=2, help="passes over the album; the first is the warm-up")
+    p.add_argument("--detect-size", type=int, default=1600)
+    p.add_argument("--upscale", type=int, default=1)
+    p.add_argument("--recursive", "-r", action="store_true")
+    p.add_argument("--per-image", action="store_true", help="also print one line per image")
+    return p.parse_args()
+
+
+def _run_once(pipeline, items, out_dir: Path):
+    from facerestore_cli.album import OutputPlan
+    from facerestore_cli.report import Summary
+
+    reports = []
+    summary = pipeline.run(items, OutputPlan(out_dir=out_dir), summary=Summary(), on_image=reports.append)
+    return summary, reports
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    out = [line, "-" * len(line)]
+    for r in rows:
+        out.append(
+            "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        )
+    return "\n".join(out)
+
+
+def main() -> int:
+    args = _parse()
+    from facerestore_cli.album import discover_inputs
+    from facerestore_cli.pipeline import STAGES, Pipeline, RestoreOptions
+
+    found = discover_inputs([str(args.folder)], recursive=args.recursive)
+    if not found.items:
+        print(f"no photos in {args.folder}", file=sys.stderr)
+        return 2
+    options = RestoreOptions(
+        method=args.method, weights=args.weights, device="cpu", threads=args.threads,
+        detect_max_side=args.detect_size, upscale=args.upscale,
+    )  # fmt: skip
+    t = time.perf_counter()
+    pipeline = Pipeline(options)
+    pipeline.prepare()
+    setup = time.perf_counter() - t
+
+    passes = []
+    with tempfile.TemporaryDirectory(prefix="facerestore-bench-") as tmp:
+        for k in range(max(1, args.runs)):
+            load_before = os.getloadavg()[0]
+            summary, reports = _run_once(pipeline, found.items, Path(tmp) / f"run{k}")
+            passes.append((summary, reports, load_before, os.getloadavg()[0]))
+
+    n = len(found.items)
+    print(
+        f"album {args.folder} ({n} photos), method {args.method}, threads {args.threads}, "
+        f"torch threads {_torch_threads()}, cpus {os.cpu_count()}, setup {setup:.2f} s"
+    )
+    header = ["pass", "wall s", "images/min", "faces/s", "faces", "failed", "load avg"]
+    rows = []
+    for k, (s, _reports, l0, l1) in enumerate(passes):
+        label = "warm-up (baseline)" if k == 0 and len(passes) > 1 else f"measured {k}"
+        rows.append(
+            [
+                label, f"{s.seconds:.2f}", f"{60 * s.images / s.seconds:.1f}",
+                f"{s.faces_restored / s.seconds:.2f}", f"{s.faces_restored}/{s.faces_found}", str(s.failed),
+                f"{l0:.2f}->{l1:.2f}",
+            ]
+        )  # fmt: skip
+    print(_table(rows, header))
+    print()
+
+    measured = passes[1:] or passes
+    stages = [*STAGES]
+    header = ["stage", "total s", "mean s/img", "max s/img", "share"]
+    totals = {st: 0.0 for st in stages}
+    maxima = {st: 0.0 for st in stages}
+    count = 0
+    for _s, reports, _l0, _l1 in measured:
+        for r in reports:
+            count += 1
+            for st in stages:
+                v = r.timings.get(st, 0.0)
+                totals[st] += v
+                maxima[st] = max(maxima[st], v)
+    grand = sum(totals.values()) or 1.0
+    rows = [
+        [st, f"{totals[st]:.3f}", f"{totals[st] / max(count, 1):.4f}", f"{maxima[st]:.4f}",
+         f"{100 * totals[st] / grand:.1f}%"]
+        for st in stages
+    ]  # fmt: skip
+    rows.append(["all stages", f"{grand:.3f}", f"{grand / max(count, 1):.4f}", "", "100%"])
+    print(f"time by stage over {len(measured)} measured pass(es), {count} images (stage sums; decode and")
+    print("encode overlap with the other stages in background threads)")
+    print(_table(rows, header))
+
+    if args.per_image:
+        print()
+        header = ["image", "size", "faces", *stages, "seconds"]
+        rows = []
+        for r in measured[-1][1]:
+            size = "x".join(map(str, r.size)) if r.size else "-"
+            rows.append(
+                [Path(r.input).name, size, f"{r.faces_restored}/{r.faces_found}"]
+                + [f"{r.timings.get(st, 0.0):.3f}" for st in stages]
+                + [f"{r.seconds:.3f}"]
+            )
+        print(_table(rows, header))
+    return 0
+
+
+def _torch_threads() -> str:
+    try:
+        import torch
+
+        return str(torch.get_num_threads())
+    except Exception:  # pragma: no cover - torch is a dependency, but the bench should still print
+        return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
