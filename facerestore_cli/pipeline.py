@@ -303,13 +303,14 @@ class Pipeline:
                 pixels = cv2.resize(
                     pixels, None, fx=self.options.upscale, fy=self.options.upscale, interpolation=cv2.INTER_LANCZOS4
                 )
-            grey = photo.is_grey or is_colourless(photo)
+            # only photos with faces to paste pay for the colour check (a full pass over the pixels)
+            grey = bool(work) and (photo.is_grey or is_colourless(photo))
             jobs = []
             for w in work:
                 face = w.restored
                 mask = face_mask(w.landmarks68)
                 if self.options.tone_match:
-                    face = match_tone(face, w.aligned.image.astype(np.float32) / 255.0, mask)
+                    face = match_tone(face, w.aligned.image.astype(np.float32) * np.float32(1 / 255), mask)
                 if grey:
                     face = np.repeat((face @ LUMA)[..., None], 3, axis=2)
                 w.restored = face

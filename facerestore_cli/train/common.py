@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -16,6 +17,27 @@ import torch
 from torch import Tensor
 
 from facerestore_cli.train.losses import ssim
+
+
+@dataclass
+class TrainOptions:
+    """Options both trainers share (each adds its model's own)."""
+
+    data: Path
+    out: Path
+    work_dir: Path | None = None
+    batch: int = 2
+    lr: float = 2e-4
+    adv_start: int = 2000
+    seed: int = 0
+    threads: int | None = None
+    bf16: bool = True
+    val_every: int = 500
+    ckpt_every: int = 100
+    vgg: str = "auto"
+
+    def resolved_work_dir(self) -> Path:
+        return self.work_dir or self.out.with_name(self.out.stem + ".work")
 
 
 def to_tensor(images: list[np.ndarray] | np.ndarray, device: torch.device | str = "cpu") -> Tensor:
@@ -129,6 +151,47 @@ class TrainerBase:
     rng: np.random.Generator
     log: Log
     step: int = 0
+    method: str = ""
+
+    def setup(self, opts: object, spec: str) -> None:
+        """Threads, seeds, work folder, log, and the train/validation split with cached landmarks."""
+        from facerestore_cli.landmarks import LandmarkPredictor
+        from facerestore_cli.train.data import FaceData, landmark_cache, list_images, split_validation
+
+        self.opts = opts
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        self.work = opts.resolved_work_dir()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.rng = np.random.default_rng(opts.seed)
+        torch.manual_seed(opts.seed)
+        self.step = 0
+        self.log = Log(self.work / "log.jsonl")
+        files = list_images(opts.data)
+        self.predictor = LandmarkPredictor()
+        marks = landmark_cache(files, self.work / "landmarks.npz", self.predictor)
+        index = {f: i for i, f in enumerate(files)}
+        train_files, self.val_files = split_validation(files)
+        self.val_marks = marks[[index[f] for f in self.val_files]]
+        self.train_data = FaceData(train_files, marks[[index[f] for f in train_files]], spec, self.predictor)
+
+    def options_dict(self) -> dict:
+        d = dataclasses.asdict(self.opts)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+    def export_state(self, state: dict, validation: dict | None) -> str:
+        """Write fp16 safetensors with the config, training record and validation figures."""
+        from facerestore_cli.weights import save_weights
+
+        meta = {
+            "method": self.method,
+            "config": dataclasses.asdict(self.opts.config),
+            "training": {"steps": self.step, "options": self.options_dict(), "wall_time_s": round(self.log.elapsed)},
+            "validation": validation or {},
+            "perceptual": self.perceptual.describe(),
+        }
+        tensors = {k: v.detach().contiguous() for k, v in state.items()}
+        return save_weights(tensors, self.opts.out, meta, half=True)
 
     def checkpoint_path(self) -> Path:
         return self.work / "checkpoint.pt"
@@ -166,10 +229,14 @@ class TrainerBase:
         # The data stream is seeded by (seed, step) so a resumed run does not replay old batches.
         data_rng = np.random.default_rng([opts.seed, self.step])
         batches = prefetch(lambda: self.make_batch(data_rng))
+        last_stage = None
         while self.step < opts.total_steps:
             stats = self.train_step(next(batches))
-            if self.step % log_every == 0:
+            stage = stats.get("stage")
+            # every log_every steps, and at the first step of every stage (so short runs show them all)
+            if self.step % log_every == 0 or stage != last_stage or self.step == opts.total_steps:
                 self.log.write(stats)
+            last_stage = stage
             if self.step % opts.ckpt_every == 0:
                 self.save()
             if self.step % opts.val_every == 0 and self.step < opts.total_steps:

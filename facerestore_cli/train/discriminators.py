@@ -78,9 +78,7 @@ class MultiScaleSNDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         self.scales = tuple(scales)
-        self.discriminators = nn.ModuleList(
-            SNPatchDiscriminator(width, layers, max_channels) for _ in self.scales
-        )
+        self.discriminators = nn.ModuleList(SNPatchDiscriminator(width, layers, max_channels) for _ in self.scales)
 
     def forward(
         self, x: Tensor, return_features: bool = False
@@ -147,9 +145,7 @@ class _EqualLinear(nn.Module):
         return self.act(F.linear(x, self.weight * self.scale, self.bias))
 
 
-def _conv_layer(
-    cin: int, cout: int, k: int, downsample: bool = False, activate: bool = True
-) -> nn.Sequential:
+def _conv_layer(cin: int, cout: int, k: int, downsample: bool = False, activate: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = []
     if downsample:
         p = (4 - 2) + (k - 1)  # blur pads so that the stride-2 conv exactly halves the size

@@ -27,7 +27,6 @@ default) because a short CPU schedule cannot afford the fidelity the full weight
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +35,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from facerestore_cli.landmarks import LandmarkPredictor
 from facerestore_cli.models.dmdnet import SCALES, Config, DMDNet, component_boxes, dict_key, mem_buffer_name
 from facerestore_cli.train import common
 from facerestore_cli.train.data import (
-    FaceData,
-    landmark_cache,
-    list_images,
     read_rgb,
     reference_view,
-    split_validation,
 )
 from facerestore_cli.train.discriminators import MultiScaleSNDiscriminator
 from facerestore_cli.train.losses import DMDNetLossWeights, feature_losses, hinge_d_loss, hinge_g_loss, mse_loss
@@ -54,28 +48,16 @@ STAGES = ("init", "forward", "backward", "buffer")
 
 
 @dataclass
-class DMDNetTrainOptions:
-    data: Path
-    out: Path
-    work_dir: Path | None = None
+class DMDNetTrainOptions(common.TrainOptions):
     config: Config = field(default_factory=Config.compact)
-    batch: int = 2
     stage_steps: tuple[int, int, int, int] = (4000, 3000, 3000, 2000)
-    lr: float = 2e-4
     dict_lr_ratio: float = 0.01
     refs_choices: tuple[int, ...] = (0, 1, 2)
     refs_probs: tuple[float, ...] = (0.3, 0.3, 0.4)
     refresh_items: int = 2
     gamma_init: float = 0.9
-    adv_start: int = 2000
     adv_scale: float = 0.1
     disc_width: int = 16
-    seed: int = 0
-    threads: int | None = None
-    bf16: bool = True
-    val_every: int = 500
-    ckpt_every: int = 100
-    vgg: str = "auto"
 
     @property
     def total_steps(self) -> int:
@@ -88,9 +70,6 @@ class DMDNetTrainOptions:
             if step < edge:
                 return name
         return STAGES[-1]
-
-    def resolved_work_dir(self) -> Path:
-        return self.work_dir or self.out.with_name(self.out.stem + ".work")
 
 
 PARTS_SIZES = [(part, size) for size, _ in SCALES for part in ("LE", "RE", "MO")]
@@ -149,23 +128,11 @@ def _stack_specific(flat: dict[str, Tensor], batch: int, refs: int) -> dict[str,
 
 
 class DMDNetTrainer(common.TrainerBase):
-    def __init__(self, opts: DMDNetTrainOptions) -> None:
-        self.opts = opts
-        if opts.threads:
-            torch.set_num_threads(opts.threads)
-        self.work = opts.resolved_work_dir()
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.rng = np.random.default_rng(opts.seed)
-        torch.manual_seed(opts.seed)
-        files = list_images(opts.data)
-        self.predictor = LandmarkPredictor()
-        marks = landmark_cache(files, self.work / "landmarks.npz", self.predictor)
-        index = {f: i for i, f in enumerate(files)}
-        train_files, val_files = split_validation(files)
-        self.train_data = FaceData(train_files, marks[[index[f] for f in train_files]], "dmdnet", self.predictor)
-        self.val_files = val_files
-        self.val_marks = marks[[index[f] for f in val_files]]
+    method = "dmdnet"
 
+    def __init__(self, opts: DMDNetTrainOptions) -> None:
+        self.setup(opts, "dmdnet")
+        train_files = self.train_data.files
         self.model = DMDNet(opts.config).to(memory_format=torch.channels_last)
         self.disc = MultiScaleSNDiscriminator(width=opts.disc_width).to(memory_format=torch.channels_last)
         self.dictionary = GenericDictionary(self.model, opts.gamma_init)
@@ -176,8 +143,6 @@ class DMDNetTrainer(common.TrainerBase):
         )
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
         self.opt_dict: torch.optim.Optimizer | None = None
-        self.step = 0
-        self.log = common.Log(self.work / "log.jsonl")
 
         # The Y generic images (fixed by the seed, drawn from the training split).
         y = opts.config.banks
@@ -189,7 +154,7 @@ class DMDNetTrainer(common.TrainerBase):
 
     def state(self) -> dict:
         return {
-            "options": _options_dict(self.opts),
+            "options": self.options_dict(),
             "model": self.model.state_dict(),
             "disc": self.disc.state_dict(),
             "dictionary": self.dictionary.state(),
@@ -330,11 +295,14 @@ class DMDNetTrainer(common.TrainerBase):
             l_d.backward()
             self.opt_d.step()
         self.step += 1
+        losses = {"loss": loss, "mse": l_mse, "perc": l_perc, "style": l_style, "g_adv": l_g, "d": l_d}
         return {
-            "step": self.step, "stage": stage, "refs": batch["n_refs"], "loss": float(loss), "mse": float(l_mse),
-            "perc": float(l_perc), "style": float(l_style), "g_adv": float(l_g), "d": float(l_d),
+            "step": self.step,
+            "stage": stage,
+            "refs": batch["n_refs"],
+            **{k: float(v.detach()) for k, v in losses.items()},
             "psnr": float(common.psnr(out.detach(), hq).mean()),
-        }  # fmt: skip
+        }
 
     # -- validation and export ------------------------------------------------------------------------
 
@@ -367,28 +335,9 @@ class DMDNetTrainer(common.TrainerBase):
             )
 
     def export(self, validation: dict | None = None) -> str:
-        from facerestore_cli.weights import save_weights
-
         if not getattr(self, "_frozen", False):
             self.dictionary.write_into(self.model)
-        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        meta = {
-            "method": "dmdnet",
-            "config": dataclasses.asdict(self.opts.config),
-            "training": {
-                "steps": self.step,
-                "options": _options_dict(self.opts),
-                "wall_time_s": round(self.log.elapsed),
-            },
-            "validation": validation or {},
-            "perceptual": self.perceptual.describe(),
-        }
-        return save_weights(state, self.opts.out, meta, half=True)
-
-
-def _options_dict(opts: DMDNetTrainOptions) -> dict:
-    d = dataclasses.asdict(opts)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+        return self.export_state(self.model.state_dict(), validation)
 
 
 def train_dmdnet(opts: DMDNetTrainOptions) -> Path:

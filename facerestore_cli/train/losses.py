@@ -278,8 +278,7 @@ def load_vgg19(path: str | Path) -> VGG19Features:
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(
-                f"{path} is not a torchvision VGG19 state dict "
-                f"(missing {missing[:4]}, unexpected {unexpected[:4]})"
+                f"{path} is not a torchvision VGG19 state dict (missing {missing[:4]}, unexpected {unexpected[:4]})"
             )
         _VGG_CACHE[key] = model
     return _VGG_CACHE[key]

@@ -25,7 +25,6 @@ import torch
 
 from facerestore_cli.models.memgan import Config, MemGAN
 from facerestore_cli.train import common
-from facerestore_cli.train.data import FaceData, landmark_cache, list_images, split_validation
 from facerestore_cli.train.discriminators import StyleGAN2Discriminator
 from facerestore_cli.train.losses import (
     MemGANLossWeights,
@@ -38,52 +37,23 @@ from facerestore_cli.train.losses import (
 
 
 @dataclass
-class MemGANTrainOptions:
-    data: Path
-    out: Path
-    work_dir: Path | None = None
+class MemGANTrainOptions(common.TrainOptions):
     config: Config = field(default_factory=Config.compact)
     init: Path | None = None
-    batch: int = 2
     steps: int = 10000
-    lr: float = 2e-4
-    adv_start: int = 2000
     disc_width: int = 8
     r1_interval: int = 16
-    seed: int = 0
-    threads: int | None = None
-    bf16: bool = True
-    val_every: int = 500
-    ckpt_every: int = 100
-    vgg: str = "auto"
 
     @property
     def total_steps(self) -> int:
         return self.steps
 
-    def resolved_work_dir(self) -> Path:
-        return self.work_dir or self.out.with_name(self.out.stem + ".work")
-
 
 class MemGANTrainer(common.TrainerBase):
+    method = "memgan"
+
     def __init__(self, opts: MemGANTrainOptions) -> None:
-        self.opts = opts
-        if opts.threads:
-            torch.set_num_threads(opts.threads)
-        self.work = opts.resolved_work_dir()
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.rng = np.random.default_rng(opts.seed)
-        torch.manual_seed(opts.seed)
-        files = list_images(opts.data)
-        train_files, self.val_files = split_validation(files)
-        # Landmarks are not needed by MemGAN itself, only by FaceData's flips: cheap and shared.
-        from facerestore_cli.landmarks import LandmarkPredictor
-
-        predictor = LandmarkPredictor()
-        marks = landmark_cache(files, self.work / "landmarks.npz", predictor)
-        index = {f: i for i, f in enumerate(files)}
-        self.train_data = FaceData(train_files, marks[[index[f] for f in train_files]], "memgan", predictor)
-
+        self.setup(opts, "memgan")
         self.model = MemGAN(opts.config)
         if opts.init:
             from facerestore_cli.weights import load_weights
@@ -96,12 +66,10 @@ class MemGANTrainer(common.TrainerBase):
         self.weights = paper if self.perceptual.pretrained else dataclasses.replace(paper, l1=1.0)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=opts.lr, betas=(0.5, 0.99))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=opts.lr, betas=(0.5, 0.99))
-        self.step = 0
-        self.log = common.Log(self.work / "log.jsonl")
 
     def state(self) -> dict:
         return {
-            "options": _options_dict(self.opts),
+            "options": self.options_dict(),
             "model": self.model.state_dict(),
             "disc": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(),
@@ -166,26 +134,7 @@ class MemGANTrainer(common.TrainerBase):
             )
 
     def export(self, validation: dict | None = None) -> str:
-        from facerestore_cli.weights import save_weights
-
-        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        meta = {
-            "method": "memgan",
-            "config": dataclasses.asdict(self.opts.config),
-            "training": {
-                "steps": self.step,
-                "options": _options_dict(self.opts),
-                "wall_time_s": round(self.log.elapsed),
-            },
-            "validation": validation or {},
-            "perceptual": self.perceptual.describe(),
-        }
-        return save_weights(state, self.opts.out, meta, half=True)
-
-
-def _options_dict(opts: MemGANTrainOptions) -> dict:
-    d = dataclasses.asdict(opts)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+        return self.export_state(self.model.state_dict(), validation)
 
 
 def train_memgan(opts: MemGANTrainOptions) -> Path:

@@ -1,0 +1,135 @@
+"""The training loops: they run, checkpoint, resume, export loadable weights, and are seeded.
+
+Real (tiny) models on real aligned faces made from scikit-image's astronaut; a few steps only, so
+this checks the machinery, not the quality (bench/quality.py measures that on the shipped weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facerestore_cli.align import align_face
+from facerestore_cli.detect import create_detector
+from facerestore_cli.models.dmdnet import Config as DMDConfig
+from facerestore_cli.models.memgan import Config as MemConfig
+from facerestore_cli.train.data import reference_view, split_validation
+from facerestore_cli.train.dmdnet import DMDNetTrainer, DMDNetTrainOptions
+from facerestore_cli.train.memgan import MemGANTrainer, MemGANTrainOptions
+from facerestore_cli.weights import load_weights
+
+
+@pytest.fixture(scope="module")
+def faces_dir(tmp_path_factory, astronaut_rgb) -> Path:
+    """Eight aligned 512 faces: the astronaut under small shifts of her landmarks, some mirrored."""
+    folder = tmp_path_factory.mktemp("faces")
+    face = create_detector("retinaface").detect(astronaut_rgb)[0]
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        marks = face.landmarks + rng.normal(0, 2.0, size=(5, 2)).astype(np.float32)
+        crop = align_face(astronaut_rgb, marks).image
+        if i % 2:
+            crop = crop[:, ::-1]
+        cv2.imwrite(str(folder / f"face{i}.png"), cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def dmd_options(faces_dir: Path, tmp_path: Path, **kw) -> DMDNetTrainOptions:
+    base = dict(
+        data=faces_dir, out=tmp_path / "dmd.safetensors", config=DMDConfig(ngf=4, banks=3), batch=1,
+        stage_steps=(1, 1, 1, 1), refresh_items=1, refs_choices=(1,), refs_probs=(1.0,), adv_start=1,
+        bf16=False, val_every=1000, ckpt_every=1000, seed=3,
+    )  # fmt: skip
+    base.update(kw)
+    return DMDNetTrainOptions(**base)
+
+
+def test_split_keeps_validation_out_of_training(tmp_path: Path) -> None:
+    files = [tmp_path / f"{i:03d}.jpg" for i in range(120)]
+    train, val = split_validation(files)
+    assert val and not set(val) & set(train)
+    assert len(train) + len(val) == len(files)
+
+
+def test_reference_views_are_other_views_not_copies(faces_dir: Path) -> None:
+    from facerestore_cli.landmarks import default_predictor
+    from facerestore_cli.train.data import read_rgb
+
+    hq = read_rgb(sorted(faces_dir.iterdir())[0])
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        ref, marks = reference_view(hq, rng, default_predictor())
+        assert ref.shape == hq.shape and marks.shape == (68, 2)
+        # not the target's pixels in place: the view differs from the target and from its mirror
+        assert np.abs(ref.astype(int) - hq).mean() > 5
+        assert np.abs(ref.astype(int) - hq[:, ::-1]).mean() > 5
+
+
+def test_dmdnet_runs_every_stage_resumes_and_exports(faces_dir: Path, tmp_path: Path) -> None:
+    opts = dmd_options(faces_dir, tmp_path)
+    out = DMDNetTrainer(opts).run()
+    log = (opts.resolved_work_dir() / "log.jsonl").read_text()
+    for stage in ("init", "forward", "backward", "buffer"):
+        assert f'"stage": "{stage}"' in log
+    loaded = load_weights(out)
+    assert loaded.metadata["method"] == "dmdnet"
+    assert loaded.config == {"ngf": 4, "banks": 3}
+    assert loaded.metadata["training"]["steps"] == 4
+    assert all(t.dtype == torch.float16 for t in loaded.tensors.values())
+    # the exported file restores through the same restorer the CLI uses
+    from facerestore_cli.landmarks import default_predictor
+    from facerestore_cli.restore import DMDNetRestorer
+    from facerestore_cli.train.data import read_rgb
+
+    face = read_rgb(sorted(faces_dir.iterdir())[0])
+    restored = DMDNetRestorer(out).restore(face[None], default_predictor().predict(face)[None])
+    assert restored.shape == (1, 512, 512, 3) and np.isfinite(restored).all()
+
+    # resuming a finished run trains nothing more; a longer schedule continues from the checkpoint
+    longer = dmd_options(faces_dir, tmp_path, stage_steps=(1, 1, 1, 2))
+    trainer = DMDNetTrainer(longer)
+    assert trainer.resume() and trainer.step == 4
+    trainer.run()
+    assert load_weights(out).metadata["training"]["steps"] == 5
+
+
+def test_dmdnet_training_is_seeded(faces_dir: Path, tmp_path: Path) -> None:
+    def first_loss(folder: Path) -> float:
+        opts = dmd_options(faces_dir, folder, stage_steps=(1, 0, 0, 0))
+        trainer = DMDNetTrainer(opts)
+        batch = trainer.make_batch(np.random.default_rng([opts.seed, 0]))
+        return trainer.train_step(batch)["loss"]
+
+    assert first_loss(tmp_path / "a") == first_loss(tmp_path / "b")
+
+
+def test_memgan_trains_resumes_and_exports(faces_dir: Path, tmp_path: Path) -> None:
+    config = MemConfig(width=0.0625)
+    opts = MemGANTrainOptions(
+        data=faces_dir, out=tmp_path / "mem.safetensors", config=config, batch=1, steps=2, adv_start=1,
+        r1_interval=1, bf16=False, val_every=1000, ckpt_every=1,
+    )  # fmt: skip
+    trainer = MemGANTrainer(opts)
+    memory_before = {k: v.clone() for k, v in trainer.model.state_dict().items() if k.endswith(".memory")}
+    out = trainer.run()
+    memory_after = {k: v for k, v in trainer.model.state_dict().items() if k.endswith(".memory")}
+    # the memory trained itself online (eq. 5), although no gradient reaches it
+    assert any(not torch.equal(memory_before[k], memory_after[k]) for k in memory_before)
+    loaded = load_weights(out)
+    assert loaded.metadata["method"] == "memgan" and loaded.metadata["training"]["steps"] == 2
+    resumed = MemGANTrainer(opts)
+    assert resumed.resume() and resumed.step == 2
+    for k, v in resumed.model.state_dict().items():
+        torch.testing.assert_close(v, trainer.model.state_dict()[k])
