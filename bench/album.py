@@ -47,13 +47,14 @@ def _run_once(pipeline, items, out_dir: Path):
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
-    out = [line, "-" * len(line)]
-    for r in rows:
-        out.append(
-            "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
-    return "\n".join(out)
+
+    head = line(header)
+    return "\n".join([head, "-" * len(head), *(line(r) for r in rows)])
 
 
 def main() -> int:

@@ -97,7 +97,9 @@ def file_digest(path: Path) -> str:
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=None, help="london-pairs folder (default: from FACERESTORE_SHARED)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="london-pairs folder (default: from FACERESTORE_SHARED)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N people")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, ...")

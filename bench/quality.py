@@ -201,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {n}/{len(people)} people, {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
     results = {
-        method: {
-            scale: [store.get(f"{p.name}:x{scale}:{method}:{shas[method]}") for p in people] for scale in SCALES
-        }
+        method: {scale: [store.get(f"{p.name}:x{scale}:{method}:{shas[method]}") for p in people] for scale in SCALES}
         for method in METHODS
     }
     report = summarise(results, people, compile_seconds)
@@ -256,7 +254,9 @@ def summarise(results: dict, people: list, compile_seconds: list[float]) -> dict
     print(f"\nSSIM: {SSIM_NAME}.")
     print("identity: cosine of dlib 128-d embeddings to the original smiling photo (1 = same direction).")
     if compile_seconds:
-        print(f"reference dictionary compile (detect + align + embed + encode): {np.mean(compile_seconds):.2f} s/person")
+        print(
+            f"reference dictionary compile (detect + align + embed + encode): {np.mean(compile_seconds):.2f} s/person"
+        )
 
     print("\n## Checks\n")
     checks = []

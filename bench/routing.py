@@ -21,6 +21,7 @@ threshold/margin chosen from them by the procedure documented in ``facerestore_c
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -44,6 +45,8 @@ from common import (
 
 #: Highest share of faces allowed to get another person's references (known people and strangers).
 MAX_WRONG = 0.01
+#: A face given somebody else's references costs this many correctly matched faces.
+WRONG_COST = 10
 THRESHOLDS = np.round(np.arange(0.30, 0.8001, 0.01), 2)
 MARGINS = np.round(np.arange(0.0, 0.2001, 0.01), 2)
 PCTS = (0, 1, 5, 25, 50, 75, 95, 99, 100)
@@ -81,8 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--detect", action="store_true", help="detect and align the album faces instead of --aligned")
+    parser.add_argument("--distances", type=Path, default=None, help="only re-run the tuning on a previous --out")
     args = parser.parse_args(argv)
     set_threads(args.threads)
+    if args.distances:
+        saved = json.loads(args.distances.read_text(encoding="utf-8"))
+        names = saved["people"]
+        own = np.array([names.index(person) for person, _ in saved["distance_matrix"]["rows"]])
+        tuning_report(np.array(saved["distance_matrix"]["values"]), own, names)
+        return 0
 
     from facerestore_cli.device import make_runtime
     from facerestore_cli.imagefile import Photo
@@ -122,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         mismatches = 0
         for p in people:
             gt = read_rgb(p.smiling)
-            clean_d.append(float(np.linalg.norm(embedder.embed(gt, predictor.predict(gt)) - centroids[position[p.name]])))
+            clean_d.append(
+                float(np.linalg.norm(embedder.embed(gt, predictor.predict(gt)) - centroids[position[p.name]]))
+            )
             for scale in SCALES:
                 lq = degraded(gt, scale, p.index)
                 result = pipeline.restore_photo(Photo(pixels=lq, format="png"))
@@ -159,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         c = sum(q.routed == names[q.person] for q in sel)
         w = sum(q.routed is not None and q.routed != names[q.person] for q in sel)
         g = sum(q.routed is None for q in sel)
-        rows.append([f"x{scale}" if scale else "all", len(sel), _pct(c, len(sel)), _pct(w, len(sel)), _pct(g, len(sel))])
+        rows.append(
+            [f"x{scale}" if scale else "all", len(sel), _pct(c, len(sel)), _pct(w, len(sel)), _pct(g, len(sel))]
+        )
     print(markdown_table(["album", "faces", "own person (accuracy)", "wrong person's refs", "generic"], rows))
     stranger_wrong = 0
     full = PeopleIndex(index.people, DEFAULT_THRESHOLD, DEFAULT_MARGIN)
@@ -205,53 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfaces whose nearest impostor is closer than their own person: {overlap}/{len(ok)}")
 
     # choice of threshold and margin
-    print("\n## Choosing the threshold and margin\n")
-    print(
-        "Rule: a face goes to its nearest person when distance ≤ threshold and the second nearest is at least "
-        "margin further.\nEach face is scored twice: as a known person (correct only if it gets its own person) "
-        "and as a stranger\n(its own person removed: correct only if it gets nobody). On the tuning people, pick "
-        f"the (threshold, margin)\non a {THRESHOLDS[0]:.2f}–{THRESHOLDS[-1]:.2f} × {MARGINS[0]:.2f}–{MARGINS[-1]:.2f} "
-        f"grid (step 0.01) with the most correct matches subject to ≤ {MAX_WRONG:.0%} wrong-person\n"
-        "assignments among known faces and among strangers; ties: fewer wrong, then the larger margin, then the "
-        "middle\nof the tied thresholds. 2-fold cross-validation over people (alternate people in name order) "
-        "estimates how\nthat generalises; the defaults are the rule applied to all people."
-    )
-    people_idx = np.arange(len(names))
-    folds = [people_idx[0::2], people_idx[1::2]]
-    cv_rows, cv = [], []
-    for k, (tune, test) in enumerate([(folds[0], folds[1]), (folds[1], folds[0])]):
-        t, m, _ = choose(dist, own, tune)
-        res = evaluate(dist, own, test, t, m)
-        cv.append({"fold": k + 1, "threshold": t, "margin": m, **res})
-        cv_rows.append(
-            [
-                k + 1, f"{len(tune)} → {len(test)}", f"{t:.2f}", f"{m:.2f}", _pct(res["correct"], res["known"]),
-                _pct(res["wrong_known"], res["known"]), _pct(res["generic"], res["known"]),
-                _pct(res["wrong_stranger"], res["known"]),
-            ]
-        )  # fmt: skip
-    print()
-    print(
-        markdown_table(
-            ["fold", "people tune → test", "threshold", "margin", "held-out own person", "wrong (known)",
-             "generic", "wrong (strangers)"],
-            cv_rows,
-        )
-    )  # fmt: skip
-    t_all, m_all, res_all = choose(dist, own, people_idx)
-    cur = evaluate(dist, own, people_idx, DEFAULT_THRESHOLD, DEFAULT_MARGIN)
-    print(
-        f"\nchosen on all {len(names)} people: threshold {t_all:.2f}, margin {m_all:.2f} → own person "
-        f"{_pct(res_all['correct'], res_all['known'])}, wrong {_pct(res_all['wrong_known'], res_all['known'])}, "
-        f"strangers wrong {_pct(res_all['wrong_stranger'], res_all['known'])}"
-    )
-    print(
-        f"current defaults: threshold {DEFAULT_THRESHOLD}, margin {DEFAULT_MARGIN} → own person "
-        f"{_pct(cur['correct'], cur['known'])}, wrong {_pct(cur['wrong_known'], cur['known'])}, "
-        f"strangers wrong {_pct(cur['wrong_stranger'], cur['known'])}"
-    )
-    same = abs(t_all - DEFAULT_THRESHOLD) < 1e-9 and abs(m_all - DEFAULT_MARGIN) < 1e-9
-    print("the defaults match the data" if same else "NOTE: the data suggests different defaults than people.py has")
+    tuning = tuning_report(dist, own, names)
 
     write_json(
         args.out,
@@ -267,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 **{f"x{s}_nearest_impostor": percentiles(nearest_impostor[scales == s], PCTS) for s in SCALES},
                 "percentiles": list(PCTS),
             },
-            "cross_validation": cv,
-            "chosen": {"threshold": t_all, "margin": m_all, **res_all},
+            **tuning,
             "faces": [
                 {"person": names[q.person], "scale": q.scale, "routed": q.routed, "reason": q.reason} for q in probes
             ],
@@ -280,6 +247,94 @@ def main(argv: list[str] | None = None) -> int:
         },
     )  # fmt: skip
     return 0
+
+
+def tuning_report(dist: np.ndarray, own: np.ndarray, names: list[str]) -> dict:
+    """Print how the threshold and margin are chosen (see ``people.py``) and how well that generalises."""
+    from facerestore_cli.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+
+    print("\n## Choosing the threshold and margin\n")
+    print(
+        "Rule (people.py): a face goes to its nearest person when distance ≤ threshold and the second nearest is\n"
+        "at least margin further. Every album face is scored in three roles on the tuning people: known (its person\n"
+        "is in the people folder: right only if it gets them), stranger (its person removed: any match is wrong),\n"
+        "and against each other person alone (one-person folders, --refs: any match is wrong; margin plays no part).\n"
+        f"Keep the (threshold, margin) of the {THRESHOLDS[0]:.2f}–{THRESHOLDS[-1]:.2f} × "
+        f"{MARGINS[0]:.2f}–{MARGINS[-1]:.2f} grid (step 0.01) with ≤ {MAX_WRONG:.0%} wrong in every role;\n"
+        f"maximise own-person matches − {WRONG_COST} × wrong-person matches (a wrong person's references are worse\n"
+        "than none); among equally good cells take the one nearest the middle of their plateau. 2-fold\n"
+        "cross-validation over people (alternate people in name order, then 200 random halvings) estimates\n"
+        "how the choice generalises; the defaults are the procedure applied to all people."
+    )
+    people_idx = np.arange(len(names))
+    folds = [people_idx[0::2], people_idx[1::2]]
+    cv_rows, cv = [], []
+    halves = [(folds[0], folds[1]), (folds[1], folds[0])] if len(names) >= 4 else []
+    for k, (tune, test) in enumerate(halves):
+        t, m, _ = choose(dist, own, tune)
+        res = evaluate(dist, own, test, t, m)
+        cv.append({"fold": k + 1, "threshold": t, "margin": m, **res})
+        cv_rows.append(_cv_row(f"fold {k + 1}: {len(tune)} → {len(test)}", t, m, res))
+    rng = np.random.default_rng(0)
+    random_cv = []
+    for _ in range(200 if len(names) >= 4 else 0):
+        perm = rng.permutation(people_idx)
+        tune, test = np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2 :])
+        t, m, _ = choose(dist, own, tune)
+        random_cv.append((t, m, evaluate(dist, own, test, t, m)))
+    if random_cv:
+        mean = {k: float(np.mean([r[k] for _, _, r in random_cv])) for k in random_cv[0][2]}
+        ts, ms = [t for t, _, _ in random_cv], [m for _, m, _ in random_cv]
+        cv_rows.append(
+            [
+                "200 random halvings (mean; threshold, margin p5–p95)",
+                f"{np.percentile(ts, 5):.2f}–{np.percentile(ts, 95):.2f}",
+                f"{np.percentile(ms, 5):.2f}–{np.percentile(ms, 95):.2f}",
+                f"{100 * mean['correct'] / mean['known']:.1f}%", f"{100 * mean['wrong_known'] / mean['known']:.1f}%",
+                f"{100 * mean['generic'] / mean['known']:.1f}%", f"{100 * mean['wrong_stranger'] / mean['known']:.1f}%",
+                f"{100 * mean['pair_accept']:.2f}%",
+            ]
+        )  # fmt: skip
+    print()
+    print(
+        markdown_table(
+            ["held-out evaluation", "threshold", "margin", "own person", "wrong (known)", "generic",
+             "wrong (strangers)", "wrong (one-person)"],
+            cv_rows,
+        )
+    )  # fmt: skip
+    t_all, m_all, res_all = choose(dist, own, people_idx)
+    cur = evaluate(dist, own, people_idx, DEFAULT_THRESHOLD, DEFAULT_MARGIN)
+    print()
+    print(
+        markdown_table(
+            ["on all people", "threshold", "margin", "own person", "wrong (known)", "generic", "wrong (strangers)",
+             "wrong (one-person)"],
+            [_cv_row("chosen", t_all, m_all, res_all), _cv_row("people.py defaults", DEFAULT_THRESHOLD,
+                                                                DEFAULT_MARGIN, cur)],
+        )
+    )  # fmt: skip
+    same = abs(t_all - DEFAULT_THRESHOLD) < 1e-9 and abs(m_all - DEFAULT_MARGIN) < 1e-9
+    print(
+        "\nthe defaults of people.py are what this procedure chooses"
+        if same
+        else f"\nNOTE: this procedure chooses threshold {t_all:.2f}, margin {m_all:.2f}; people.py has "
+        f"{DEFAULT_THRESHOLD}, {DEFAULT_MARGIN}"
+    )
+    return {
+        "cross_validation": cv,
+        "random_halvings": [{"threshold": t, "margin": m, **r} for t, m, r in random_cv],
+        "chosen": {"threshold": t_all, "margin": m_all, **res_all},
+        "defaults_evaluated": cur,
+    }
+
+
+def _cv_row(label: str, t: float, m: float, res: dict) -> list[str]:
+    k = res["known"]
+    return [
+        label, f"{t:.2f}", f"{m:.2f}", _pct(res["correct"], k), _pct(res["wrong_known"], k), _pct(res["generic"], k),
+        _pct(res["wrong_stranger"], k), f"{100 * res['pair_accept']:.2f}%",
+    ]  # fmt: skip
 
 
 def _decide(dist: np.ndarray, faces: np.ndarray, gallery: np.ndarray, own: np.ndarray, stranger: bool):
@@ -295,7 +350,12 @@ def _decide(dist: np.ndarray, faces: np.ndarray, gallery: np.ndarray, own: np.nd
 
 
 def evaluate(dist: np.ndarray, own: np.ndarray, gallery: np.ndarray, t, m) -> dict:
-    """Counts at threshold(s) ``t`` and margin(s) ``m`` (scalars or broadcastable arrays)."""
+    """Counts at threshold(s) ``t`` and margin(s) ``m`` (scalars or broadcastable arrays).
+
+    ``known``: faces of the gallery's people routed among them; ``wrong_stranger``: the same faces with
+    their own person removed; ``pair_accept``: the share of (face, other person) pairs within ``t``,
+    i.e. strangers against a one-person people folder (``--refs``), where the margin plays no part.
+    """
     faces = np.flatnonzero(np.isin(own, gallery))
     best, d1, gap = _decide(dist, faces, gallery, own, stranger=False)
     t = np.asarray(t, dtype=np.float64)[..., None]
@@ -304,30 +364,35 @@ def evaluate(dist: np.ndarray, own: np.ndarray, gallery: np.ndarray, t, m) -> di
     hit = best == own[faces]
     _, s1, sgap = _decide(dist, faces, gallery, own, stranger=True)
     stake = (s1 <= t + 1e-9) & (sgap >= m - 1e-9)
+    sub = dist[np.ix_(faces, gallery)]
+    impostor = np.sort(sub[gallery[None, :] != own[faces][:, None]])
+    pairs = np.searchsorted(impostor, t[..., 0] + 1e-9, side="right") / max(impostor.size, 1)
     out = {
         "known": len(faces),
         "correct": (take & hit).sum(-1),
         "wrong_known": (take & ~hit).sum(-1),
         "generic": (~take).sum(-1),
         "wrong_stranger": stake.sum(-1),
+        "pair_accept": pairs,
     }
     return {k: (v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v) for k, v in out.items()}
 
 
 def choose(dist: np.ndarray, own: np.ndarray, gallery: np.ndarray) -> tuple[float, float, dict]:
-    """The rule of ``people.py``: most correct matches with ≤ MAX_WRONG wrong-person assignments."""
+    """The procedure of ``people.py``: feasible, then most useful, then the middle of the best plateau."""
     tt, mm = np.meshgrid(THRESHOLDS, MARGINS, indexing="ij")
     res = evaluate(dist, own, gallery, tt, mm)
     n = res["known"]
-    feasible = (res["wrong_known"] <= MAX_WRONG * n) & (res["wrong_stranger"] <= MAX_WRONG * n)
-    score = np.where(feasible, res["correct"], -1)
-    best = score.max()
-    tied = score == best
-    wrong = np.where(tied, res["wrong_known"] + res["wrong_stranger"], np.iinfo(np.int64).max)
-    tied &= wrong == wrong.min()
-    mi = int(np.flatnonzero(tied.any(axis=0)).max())  # the largest margin among the ties
-    ts = np.flatnonzero(tied[:, mi])
-    ti = int(ts[len(ts) // 2])  # the middle of the tied thresholds
+    feasible = (
+        (res["wrong_known"] <= MAX_WRONG * n)
+        & (res["wrong_stranger"] <= MAX_WRONG * n)
+        & (res["pair_accept"] <= MAX_WRONG)
+    )
+    utility = res["correct"] - WRONG_COST * (res["wrong_known"] + res["wrong_stranger"])
+    utility = np.where(feasible, utility, -np.inf)
+    tied = np.argwhere(utility == utility.max())
+    centre = tied.mean(axis=0)
+    ti, mi = tied[np.argmin(((tied - centre) ** 2).sum(axis=1))]
     t, m = float(THRESHOLDS[ti]), float(MARGINS[mi])
     return t, m, evaluate(dist, own, gallery, t, m)
 

@@ -52,9 +52,14 @@ def _is_hidden(name: str) -> bool:
 def _walk(root: Path, recursive: bool, exclude: Path | None, problems: list[InputProblem]) -> list[Path]:
     found: list[Path] = []
     stack = [root]
+    visited: set[tuple[int, int]] = set()  # (device, inode): a symlink back up the tree is walked once
     while stack:
         folder = stack.pop()
         try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in visited:
+                continue
+            visited.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as entries:
                 entries = sorted(entries, key=lambda e: e.name)
         except OSError as exc:
@@ -85,6 +90,19 @@ def _same_or_inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def _strictly_inside(path: Path, folder: Path) -> bool:
+    return _same_or_inside(path, folder) and path.resolve() != folder.resolve()
+
+
+def _exclusion(exclude: Path | None, root: Path) -> Path | None:
+    """The folder to leave out of ``root``'s listing: ``exclude`` only when it is strictly inside ``root``.
+
+    ``-o`` may be the input folder itself (with ``--suffix``) or one of its parents; excluding it then
+    would exclude every photo, so only an output folder nested in the input tree is left out.
+    """
+    return exclude if exclude is not None and _strictly_inside(exclude, root) else None
+
+
 def _glob_root(pattern: str) -> Path:
     """The folder part of a pattern before its first wildcard (what outputs are mirrored from)."""
     parts = Path(pattern).parts
@@ -99,9 +117,10 @@ def _glob_root(pattern: str) -> Path:
 def discover_inputs(specs: list[str], *, recursive: bool = False, exclude: Path | None = None) -> Inputs:
     """Expand files, folders and globs into a sorted, de-duplicated list of photos.
 
-    ``exclude`` is a folder never to descend into (the output folder, so that an album restored into
-    a sub-folder of itself is not restored again on the next run). Explicitly named files are taken
-    whatever their extension, so an unsupported one is reported rather than silently skipped.
+    ``exclude`` is a folder never to descend into nor take glob matches from (the output folder, so
+    that an album restored into a sub-folder of itself is not restored again on the next run).
+    Explicitly named files are taken whatever their extension, so an unsupported one is reported
+    rather than silently skipped; inside folders only known photo suffixes are listed.
     """
     out = Inputs()
     seen: set[Path] = set()
@@ -116,14 +135,20 @@ def discover_inputs(specs: list[str], *, recursive: bool = False, exclude: Path 
         path = Path(spec)
         if GLOB_CHARS & set(spec) and not path.exists():
             root = _glob_root(spec)
-            matches = sorted(Path(m) for m in glob.glob(spec, recursive=recursive))
-            files = [m for m in matches if m.is_file() and m.suffix.lower() in SUPPORTED_SUFFIXES]
+            skip = _exclusion(exclude, root)
+            # shortest path first, so a file reached again through a symlink keeps its plain name
+            matches = sorted((Path(m) for m in glob.glob(spec, recursive=recursive)), key=lambda m: (len(m.parts), m))
+            shortest: dict[Path, Path] = {}
+            for m in matches:
+                if m.is_file() and m.suffix.lower() in SUPPORTED_SUFFIXES:
+                    shortest.setdefault(m.resolve(), m)
+            files = sorted(m for m in shortest.values() if not (skip is not None and _same_or_inside(m, skip)))
             if not files:
                 out.problems.append(InputProblem(spec, "no-match", f"no photos match {spec}"))
             for f in files:
                 add(f, _relative(f, root))
         elif path.is_dir():
-            for f in _walk(path, recursive, exclude, out.problems):
+            for f in _walk(path, recursive, _exclusion(exclude, path), out.problems):
                 add(f, f.relative_to(path))
         elif path.is_file():
             add(path, Path(path.name))

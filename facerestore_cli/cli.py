@@ -32,7 +32,8 @@ app.add_typer(weights_app, name="weights")
 app.add_typer(cache_app, name="cache")
 app.add_typer(cli_train.app, name="train")
 
-err = Console(stderr=True, highlight=False)
+# soft_wrap: messages carry file paths; in a log or a pipe (80 columns) they must stay on one line
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 COMMANDS = {"restore", "build-dict", "people", "cache", "weights", "doctor", "train"}
 
@@ -100,10 +101,9 @@ def restore_command(
 ) -> None:
     """Restore the faces of photos, folders or globs."""
     from facerestore_cli.album import OutputPlan, discover_inputs
-    from facerestore_cli.dictionary import DictionaryError
     from facerestore_cli.people import DEFAULT_THRESHOLD
     from facerestore_cli.pipeline import RestoreOptions
-    from facerestore_cli.report import ReportWriter, Summary
+    from facerestore_cli.report import ReportWriter
 
     options = RestoreOptions(
         method=method, weights=weights, device=device, half=half, threads=threads, batch_size=batch_size,
@@ -115,42 +115,28 @@ def restore_command(
     )  # fmt: skip
     if method not in ("dmdnet", "memgan", "none"):
         _fail_setup(f"--method {method}: choose dmdnet, memgan or none")
+    if in_place and skip_existing:
+        _fail_setup("--skip-existing cannot be combined with --in-place (every output exists: it is the input)")
     try:
         options.check()
         plan = OutputPlan(out_dir=output, suffix=suffix, ext=ext, in_place=in_place)
     except ValueError as exc:
         _fail_setup(str(exc))
     found = discover_inputs(inputs, recursive=recursive, exclude=output)
-    if not found.items and found.problems:
+    if not found.items:
         for p in found.problems:
             err.print(f"[red]{escape(p.message)}[/]")
-        _fail_setup("no photos to restore")
-    pipeline = _pipeline(options, quiet)
+        folders = not recursive and any(Path(spec).is_dir() for spec in inputs)
+        hint = " (add -r to look in sub-folders)" if folders else ""
+        _fail_setup(f"no photos to restore{hint}")
+    writer = None
+    if report:
+        try:
+            writer = ReportWriter(report)
+        except OSError as exc:
+            _fail_setup(f"--report {report}: cannot write it ({exc.strerror or exc})")
     try:
-        pipeline.prepare()
-    except DictionaryError as exc:
-        _fail_setup(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-
-    summary = Summary()
-    for p in found.problems:
-        from facerestore_cli.report import ImageReport
-
-        summary.add(ImageReport(input=p.spec, status="failed", reason=p.reason, error=p.message))
-        if not quiet:
-            err.print(f"[red]failed[/] {escape(p.message)}")
-
-    show_progress = not quiet and err.is_terminal
-    writer = ReportWriter(report) if report else None
-    try:
-        if show_progress:
-            summary = _run_with_progress(pipeline, found.items, plan, writer, summary)
-        else:
-            summary = pipeline.run(
-                found.items, plan, report=writer, summary=summary,
-                on_image=None if quiet else _print_failure,
-            )  # fmt: skip
+        summary = _restore_album(options, found, plan, writer, quiet)
     finally:
         if writer:
             writer.close()
@@ -159,6 +145,33 @@ def restore_command(
     if json_out:
         typer.echo(json.dumps(summary.to_json()))
     raise typer.Exit(summary.exit_code)
+
+
+def _restore_album(options, found, plan, writer, quiet: bool):
+    from facerestore_cli.detect import DetectorUnavailable
+    from facerestore_cli.dictionary import DictionaryError
+    from facerestore_cli.report import ImageReport, Summary
+
+    pipeline = _pipeline(options, quiet)
+    try:
+        pipeline.prepare()
+    except (DictionaryError, DetectorUnavailable, ValueError) as exc:
+        _fail_setup(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+    summary = Summary()
+    for p in found.problems:  # inputs that could not even be listed are failures of this run too
+        r = ImageReport(input=p.spec, status="failed", reason=p.reason, error=p.message)
+        summary.add(r)
+        if writer:
+            writer.write(r)
+        if not quiet:
+            err.print(f"[red]failed[/] {escape(p.message)}")
+
+    if not quiet and err.is_terminal:
+        return _run_with_progress(pipeline, found.items, plan, writer, summary)
+    return pipeline.run(found.items, plan, report=writer, summary=summary, on_image=None if quiet else _print_failure)
 
 
 def _print_failure(r) -> None:

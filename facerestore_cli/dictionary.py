@@ -6,7 +6,8 @@ depends on their reference photos and on the weights, so we compile it once: det
 judged by dlib's face embeddings against the other references), run the reference encoder, and store
 the 18 key/value tensors as safetensors. The cache key is the references' *content* (not their names
 or dates), the weights' sha256 and :data:`DICTIONARY_FORMAT`; an unchanged folder is a cache hit and
-costs one hash of its files.
+costs one hash of its files. An entry is only trusted while its tensors match the digest stored with
+them; anything else is deleted and compiled again.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class ReferenceReport:
     reason: str | None = None
     face_size: float | None = None
     distance: float | None = None
+    sha256: str | None = None
 
 
 @dataclass
@@ -89,6 +91,11 @@ class DictionaryCache:
         return self.root / f"{key}.safetensors"
 
     def load(self, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The tensors and metadata of an entry, or ``None`` when absent or damaged (then it is deleted).
+
+        An entry is trusted only when it parses, was written by this :data:`DICTIONARY_FORMAT` for this
+        key, and its tensors still hash to the digest stored with them: a flipped byte is rebuilt too.
+        """
         path = self.path_for(key)
         if not path.is_file():
             return None
@@ -98,23 +105,48 @@ class DictionaryCache:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            ok = (
+                meta.get("format") == str(DICTIONARY_FORMAT)
+                and meta.get("key") == key
+                and any(not k.startswith("_") for k in tensors)
+                and meta.get("tensors_sha256") == tensors_digest(tensors)
+            )
         except Exception:  # a damaged entry is rebuilt, never trusted
+            ok = False
+        if not ok:
             path.unlink(missing_ok=True)
             return None
         return tensors, meta
 
     def save(self, key: str, tensors: dict[str, Any], metadata: dict[str, str]) -> Path:
+        """Write an entry atomically, with its key and the digest of its tensors in the metadata."""
         from safetensors.torch import save_file
 
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path_for(key)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        metadata = {**metadata, "key": key, "tensors_sha256": tensors_digest(tensors)}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+            save_file(tensors, str(tmp), metadata=metadata)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         return path
+
+    def prune(self, keep: str, folder: str, weights_sha256: str, settings: str) -> int:
+        """Delete the entries a rebuild of ``folder`` supersedes (same weights and settings, older photos)."""
+        removed = 0
+        for entry in self.entries():
+            if (
+                entry["key"] != keep
+                and entry["folder"] == folder
+                and entry.get("weights_sha256") == weights_sha256
+                and entry.get("settings") == settings
+            ):
+                Path(entry["path"]).unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def entries(self) -> list[dict[str, Any]]:
         """Every cached dictionary with its person, folder, reference count, size and age."""
@@ -136,6 +168,9 @@ class DictionaryCache:
                     "references": int(meta.get("used", 0)),
                     "bytes": path.stat().st_size,
                     "created": meta.get("created"),
+                    "weights_sha256": meta.get("weights_sha256"),
+                    "settings": meta.get("settings"),
+                    "damaged": meta.get("damaged") == "true",
                 }
             )
         return out
@@ -157,14 +192,31 @@ def reference_files(folder: Path) -> list[Path]:
     return [item.path for item in inputs.items]
 
 
-def dictionary_key(files: list[Path], weights_sha256: str, settings: str = "") -> str:
-    """Content hash of the references (order-free), the weights and the format version."""
-    digests = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in files)
+def file_digests(files: list[Path]) -> list[str]:
+    """sha256 of each file's bytes: what a reference *is*, whatever its name or date."""
+    return [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in files]
+
+
+def dictionary_key(files: list[Path], weights_sha256: str, settings: str = "", digests: list[str] | None = None) -> str:
+    """Content hash of the references (order-free), the weights, the settings and the format version."""
+    digests = sorted(digests if digests is not None else file_digests(files))
     h = hashlib.sha256()
     h.update(f"facerestore-dictionary:{DICTIONARY_FORMAT}:{weights_sha256}:{settings}\n".encode())
     for d in digests:
         h.update(d.encode() + b"\n")
     return h.hexdigest()[:32]
+
+
+def tensors_digest(tensors: dict[str, Any]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of a dictionary's tensors (order-free)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -184,6 +236,7 @@ def prepare_references(
     *,
     min_face: int = MIN_REFERENCE_FACE,
     outlier_distance: float = OUTLIER_DISTANCE,
+    digests: list[str] | None = None,
 ) -> tuple[list[PreparedFace], list[ReferenceReport]]:
     """Choose the usable references in ``files`` and say why the others were rejected.
 
@@ -192,8 +245,8 @@ def prepare_references(
     """
     reports: list[ReferenceReport] = []
     prepared: list[tuple[int, PreparedFace]] = []
-    for path in files:
-        report = ReferenceReport(path=str(path), used=False)
+    for n, path in enumerate(files):
+        report = ReferenceReport(path=str(path), used=False, sha256=digests[n] if digests else None)
         reports.append(report)
         try:
             photo = load_photo(path)
@@ -244,7 +297,11 @@ def compile_dictionary(
     force: bool = False,
     name: str | None = None,
 ) -> CompiledDictionary:
-    """Compile (or load from the cache) the dictionary of the person photographed in ``folder``."""
+    """Compile (or load from the cache) the dictionary of the person photographed in ``folder``.
+
+    A rebuild replaces the entries it supersedes (same folder, weights and settings), so editing a
+    person's photos does not leave stale dictionaries behind.
+    """
     import torch
 
     started = time.perf_counter()
@@ -253,20 +310,21 @@ def compile_dictionary(
     files = reference_files(folder)
     if not files:
         raise DictionaryError(f"{folder}: no reference photos (JPEG, PNG, WebP, BMP, TIFF) found")
-    key = dictionary_key(files, weights_sha256, settings)
+    digests = file_digests(files)
+    key = dictionary_key(files, weights_sha256, settings, digests)
     name = name or folder.resolve().name
     if not force:
         hit = cache.load(key)
         if hit is not None:
             tensors, meta = hit
             centroid = tensors.pop("_centroid", None)
-            refs = [ReferenceReport(**r) for r in json.loads(meta.get("references", "[]"))]
+            refs = _current_names(json.loads(meta.get("references", "[]")), files, digests)
             return CompiledDictionary(
                 name=name, key=key, path=cache.path_for(key), tensors=tensors,
                 centroid=None if centroid is None else centroid.numpy(), references=refs, from_cache=True,
                 seconds=time.perf_counter() - started,
             )  # fmt: skip
-    prepared, reports = prepare_references(files, detect, align, embed)
+    prepared, reports = prepare_references(files, detect, align, embed, digests=digests)
     if not prepared:
         reasons = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in reports)
         raise DictionaryError(f"{folder}: no usable reference photo ({reasons})")
@@ -283,12 +341,30 @@ def compile_dictionary(
         "person": name,
         "folder": str(folder.resolve()),
         "weights_sha256": weights_sha256,
+        "settings": settings,
         "used": str(len(prepared)),
         "references": json.dumps([asdict(r) for r in reports]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     path = cache.save(key, store, meta)
+    cache.prune(key, meta["folder"], weights_sha256, settings)
     return CompiledDictionary(
         name=name, key=key, path=path, tensors=tensors, centroid=centroid, references=reports,
         from_cache=False, seconds=time.perf_counter() - started,
     )  # fmt: skip
+
+
+def _current_names(stored: list[dict[str, Any]], files: list[Path], digests: list[str]) -> list[ReferenceReport]:
+    """The cached reports under the files' current names: a renamed photo is the same reference."""
+    by_digest: dict[str, list[Path]] = {}
+    for path, digest in zip(files, digests, strict=True):
+        by_digest.setdefault(digest, []).append(path)
+    known = {f.name for f in ReferenceReport.__dataclass_fields__.values()}
+    reports = []
+    for row in stored:
+        report = ReferenceReport(**{k: v for k, v in row.items() if k in known})
+        paths = by_digest.get(report.sha256 or "")
+        if paths:
+            report.path = str(paths.pop(0))
+        reports.append(report)
+    return reports

@@ -202,8 +202,14 @@ class Pipeline:
         )
 
     def prepare(self) -> None:
-        """Compile the references the options ask for (before the first photo, once per run)."""
+        """Build the detector and compile the references the options ask for (once, before the first photo).
+
+        A detector that cannot run here (unknown name, missing package) raises now, as a set-up error,
+        instead of failing every photo of the album one by one.
+        """
         opts = self.options
+        if not opts.aligned:
+            _ = self.detector
         if opts.refs:
             compiled = self.compile_person(opts.refs)
             self.single = Person(compiled.name, opts.refs, compiled)
@@ -343,6 +349,9 @@ class Pipeline:
         self._restore(work, timer)
         with timer("paste"):
             face = work[0].restored
+            if self.options.blend < 1.0:
+                blend = np.float32(self.options.blend)
+                face = crop.astype(np.float32) * np.float32((1.0 - blend) / 255.0) + face * blend
             if photo.is_grey or is_colourless(photo):
                 face = np.repeat((face @ LUMA)[..., None], 3, axis=2)
             if (h, w) != (FACE_SIZE, FACE_SIZE):
@@ -378,7 +387,7 @@ class Pipeline:
             side = np.concatenate([before, rgb8(result.photo)], axis=1)
             _write_jpeg(output.with_name(output.stem + "_compare.jpg"), side)
 
-    def process(self, item: InputItem, output: Path, photo: Photo | ImageFileError | None = None) -> ImageReport:
+    def process(self, item: InputItem, output: Path, photo: Photo | Exception | None = None) -> ImageReport:
         """Restore one file end to end and say what happened (never raises for a bad photo)."""
         report, work = self.compute(item, output, photo)
         if work is not None:
@@ -386,7 +395,7 @@ class Pipeline:
         return report
 
     def compute(
-        self, item: InputItem, output: Path, photo: Photo | ImageFileError | None = None
+        self, item: InputItem, output: Path, photo: Photo | Exception | None = None
     ) -> tuple[ImageReport, tuple | None]:
         """Everything but the encode: returns the report and what :meth:`write` needs (or None)."""
         timer = StageTimer()
@@ -397,7 +406,7 @@ class Pipeline:
             if photo is None:
                 with timer("decode"):
                     photo = self.load(item.path)
-            if isinstance(photo, ImageFileError):
+            if isinstance(photo, Exception):
                 raise photo
             report.size = [photo.width, photo.height]
             result = self.restore_photo(photo, timer)
@@ -432,6 +441,8 @@ class Pipeline:
         return load_photo(path, max_pixels=self.options.max_pixels)
 
     def save(self, source: Path, original: Photo, result: PhotoResult, output: Path) -> None:
+        if output.parent.exists() and not output.parent.is_dir():
+            raise ImageFileError("unwritable", f"the output folder {output.parent} is a file, not a folder", output)
         if not output.parent.exists():
             try:
                 output.parent.mkdir(parents=True, exist_ok=True)
@@ -499,11 +510,11 @@ class Pipeline:
         for r in early:
             finish(r)
 
-        def timed_load(path: Path) -> tuple[Photo | ImageFileError, float]:
+        def timed_load(path: Path) -> tuple[Photo | Exception, float]:
             t = time.perf_counter()
             try:
                 return self.load(path), time.perf_counter() - t
-            except ImageFileError as exc:
+            except Exception as exc:  # any decoder failure is this file's failure, never the album's
                 return exc, time.perf_counter() - t
 
         todo = list(queue)
@@ -515,8 +526,12 @@ class Pipeline:
                 loads[k] = loader.submit(timed_load, todo[k][1].path)
 
         def drain(block: bool) -> None:
+            # result() before popleft(): a Ctrl-C while waiting must not lose the report of a file
+            # that the writer thread still completes
             while inflight and (block or inflight[0].done()):
-                finish(inflight.popleft().result())
+                r = inflight[0].result()
+                inflight.popleft()
+                finish(r)
 
         try:
             schedule(0)
@@ -533,17 +548,21 @@ class Pipeline:
                     inflight.append(writer.submit(self.write, r, work))
                 drain(block=False)
                 while len(inflight) > 2:  # bound the memory held by photos waiting to be written
-                    finish(inflight.popleft().result())
+                    r = inflight[0].result()
+                    inflight.popleft()
+                    finish(r)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
             for f in loads.values():
                 f.cancel()
             loader.shutdown(wait=True, cancel_futures=True)
-            try:
-                drain(block=True)  # files already being written are finished, atomically
-            except KeyboardInterrupt:
-                summary.interrupted = True
+            while True:  # files already being written are finished (atomically) and reported
+                try:
+                    drain(block=True)
+                    break
+                except KeyboardInterrupt:  # at most two writes are pending: wait for them, once more
+                    summary.interrupted = True
             writer.shutdown(wait=True)
         summary.seconds = time.perf_counter() - started
         return summary

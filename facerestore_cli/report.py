@@ -76,7 +76,8 @@ class Summary:
     def add(self, report: ImageReport) -> None:
         self.images += 1
         self.faces_found += report.faces_found
-        self.faces_restored += report.faces_restored
+        if report.ok:  # a face restored in memory but never written (the save failed) is not restored
+            self.faces_restored += report.faces_restored
         for stage, t in report.timings.items():
             self.timings[stage] = self.timings.get(stage, 0.0) + t
         if report.status == "restored":
