@@ -206,14 +206,31 @@ class OutputPlan:
     def register_inputs(self, items: list[InputItem]) -> None:
         self._inputs = {i.path.resolve() for i in items}
 
+    @property
+    def effective_suffix(self) -> str:
+        return self.suffix if self.suffix is not None else ("" if self.out_dir is not None else "_restored")
+
+    def _name(self, item: InputItem) -> str:
+        rel = item.relative
+        return rel.stem + self.effective_suffix + (self.ext or rel.suffix)
+
+    def drop_previous_outputs(self, items: list[InputItem]) -> tuple[list[InputItem], list[InputItem]]:
+        """Without ``-o``, results sit next to their inputs: a second run over the same folder would
+        find ``photo_restored.jpg`` beside ``photo.jpg`` and restore it again. Inputs that are exactly
+        the output another input of this run would write are left out (returned second)."""
+        if self.out_dir is not None or self.in_place or not self.effective_suffix:
+            return items, []
+        outputs = {item.path.with_name(self._name(item)).resolve() for item in items}
+        kept = [i for i in items if i.path.resolve() not in outputs]
+        dropped = [i for i in items if i.path.resolve() in outputs]
+        return kept, dropped
+
     def output_for(self, item: InputItem) -> Path:
         """The output path of ``item``; raises :class:`OutputError` when it would be unsafe."""
         if self.in_place:
             return item.path
-        suffix = self.suffix if self.suffix is not None else ("" if self.out_dir is not None else "_restored")
         rel = item.relative
-        ext = self.ext or rel.suffix
-        name = rel.stem + suffix + ext
+        name = self._name(item)
         if self.out_dir is not None:
             target = self.out_dir / rel.parent / name
             root = os.path.abspath(self.out_dir)

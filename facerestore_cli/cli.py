@@ -75,6 +75,9 @@ def restore_command(
     force_refs: bool = typer.Option(False, help="Use --refs for every face without checking who it is."),
     people: Path | None = typer.Option(None, help="Folder of person folders: each face gets its own person's refs."),
     people_threshold: float | None = typer.Option(None, help="Max face-to-person distance (dlib) to count as a match."),
+    people_margin: float | None = typer.Option(
+        None, help="How much closer the chosen person must be than the next one (else generic)."
+    ),
     suffix: str | None = typer.Option(None, help="Text added to output names \\[default: _restored next to inputs]."),
     ext: str | None = typer.Option(None, help="Output format by extension, e.g. png (default: keep the input's)."),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input files (atomically)."),
@@ -101,7 +104,7 @@ def restore_command(
 ) -> None:
     """Restore the faces of photos, folders or globs."""
     from facerestore_cli.album import OutputPlan, discover_inputs
-    from facerestore_cli.people import DEFAULT_THRESHOLD
+    from facerestore_cli.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD
     from facerestore_cli.pipeline import RestoreOptions
     from facerestore_cli.report import ReportWriter
 
@@ -110,6 +113,7 @@ def restore_command(
         detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face, blend=blend,
         upscale=upscale, aligned=aligned, refs=refs, force_refs=force_refs, people=people,
         people_threshold=people_threshold if people_threshold is not None else DEFAULT_THRESHOLD,
+        people_margin=people_margin if people_margin is not None else DEFAULT_MARGIN,
         tone_match=tone_match, save_faces=save_faces, compare=compare, quality=quality, max_pixels=max_pixels,
         skip_existing=skip_existing,
     )  # fmt: skip
@@ -123,6 +127,9 @@ def restore_command(
     except ValueError as exc:
         _fail_setup(str(exc))
     found = discover_inputs(inputs, recursive=recursive, exclude=output)
+    found.items, earlier = plan.drop_previous_outputs(found.items)
+    if earlier and not quiet:
+        err.print(f"[dim]left out {len(earlier)} earlier result(s) of this command, e.g. {escape(earlier[0].name)}[/]")
     if not found.items:
         for p in found.problems:
             err.print(f"[red]{escape(p.message)}[/]")
@@ -293,10 +300,17 @@ def _print_compiled(compiled) -> None:
 def people_command(
     folder: Path = typer.Argument(..., help="Folder of person folders."),
     weights: Path | None = typer.Option(None),
+    detector: str = typer.Option("retinaface", help="The detector the dictionaries were compiled with."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the people of a people folder, their reference counts and whether they are compiled."""
-    from facerestore_cli.dictionary import DictionaryCache, DictionaryError, dictionary_key, reference_files
+    from facerestore_cli.dictionary import (
+        DictionaryCache,
+        DictionaryError,
+        dictionary_key,
+        dictionary_settings,
+        reference_files,
+    )
     from facerestore_cli.people import person_folders
     from facerestore_cli.weights import WeightsError, file_sha256, locate_weights
 
@@ -309,7 +323,7 @@ def people_command(
     rows = []
     for person in folders:
         files = reference_files(person)
-        key = dictionary_key(files, sha, "detector=retinaface") if files else None
+        key = dictionary_key(files, sha, dictionary_settings(detector)) if files else None
         hit = cache.load(key) if key else None
         used = int(hit[1].get("used", 0)) if hit else None
         rows.append({"person": person.name, "photos": len(files), "cached": hit is not None, "used": used})

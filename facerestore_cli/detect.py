@@ -263,9 +263,7 @@ class RetinaFaceDetector:
         import onnxruntime as ort
         from retinaface.weights import WEIGHTS
 
-        self.score_threshold = (
-            RETINAFACE_SCORE_THRESHOLD if score_threshold is None else float(score_threshold)
-        )
+        self.score_threshold = RETINAFACE_SCORE_THRESHOLD if score_threshold is None else float(score_threshold)
         self.max_side = max_side
         self.nms_iou = nms_iou
         self._session = ort.InferenceSession(
@@ -419,9 +417,7 @@ class DlibDetector:
             if self.name == "cnn" and score < self.score_threshold:
                 continue
             # dlib's right/bottom are inclusive pixel indices: the box's edges lie half a pixel out.
-            edges = np.array(
-                [[rect.left() - 0.5, rect.top() - 0.5], [rect.right() + 0.5, rect.bottom() + 0.5]]
-            )
+            edges = np.array([[rect.left() - 0.5, rect.top() - 0.5], [rect.right() + 0.5, rect.bottom() + 0.5]])
             box = _to_full(edges, sx, sy).ravel()
             if not (box[2] > 0 and box[3] > 0 and box[0] < w and box[1] < h):
                 continue
@@ -493,8 +489,7 @@ def _insightface_detection_file(pack: str) -> Path:
 def _check_insightface(pack: str) -> Path:
     if importlib.util.find_spec("insightface") is None:
         raise DetectorUnavailable(
-            "the insightface detector needs the insightface package: "
-            "pip install 'facerestore-cli[insightface]'"
+            "the insightface detector needs the insightface package: pip install 'facerestore-cli[insightface]'"
         )
     return _insightface_detection_file(pack)
 
@@ -542,9 +537,7 @@ class InsightFaceDetector:
         boxes = _to_full(np.asarray(dets[:, :4], np.float64).reshape(-1, 2, 2), sx, sy).reshape(-1, 4)
         points = _to_full(np.asarray(kpss, np.float64), sx, sy)
         faces = [
-            Face(b, float(s), p)
-            for b, s, p in zip(boxes, dets[:, 4], points, strict=True)
-            if s >= self.score_threshold
+            Face(b, float(s), p) for b, s, p in zip(boxes, dets[:, 4], points, strict=True) if s >= self.score_threshold
         ]
         return _sorted(faces)
 
@@ -589,9 +582,7 @@ def create_detector(
     if max_side is not None and max_side < 32:
         raise ValueError(f"max_side must be at least 32 pixels (or None), got {max_side}")
     if base == "retinaface":
-        return RetinaFaceDetector(
-            device=device, threads=threads, score_threshold=score_threshold, max_side=max_side
-        )
+        return RetinaFaceDetector(device=device, threads=threads, score_threshold=score_threshold, max_side=max_side)
     if base in ("hog", "cnn"):
         return DlibDetector(base, score_threshold=score_threshold, max_side=max_side)
     return InsightFaceDetector(

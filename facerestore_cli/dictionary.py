@@ -197,6 +197,11 @@ def file_digests(files: list[Path]) -> list[str]:
     return [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in files]
 
 
+def dictionary_settings(detector: str) -> str:
+    """The preparation settings that change a dictionary (part of its cache key)."""
+    return f"detector={detector}"
+
+
 def dictionary_key(files: list[Path], weights_sha256: str, settings: str = "", digests: list[str] | None = None) -> str:
     """Content hash of the references (order-free), the weights, the settings and the format version."""
     digests = sorted(digests if digests is not None else file_digests(files))

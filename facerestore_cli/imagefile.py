@@ -249,12 +249,22 @@ def is_colourless(photo_or_pixels: Photo | np.ndarray, tolerance: int = 3) -> bo
     if px.ndim == 2 or px.shape[2] < 3:
         return True
     rgb = px[:, :, :3]
+    limit = tolerance * (257 if px.dtype == np.uint16 else 1)
+
+    def exceeding(sample: np.ndarray) -> tuple[int, int]:
+        # max - min in the photo's own dtype cannot wrap (max >= min), so no widening copy is needed
+        spread = sample.max(axis=2) - sample.min(axis=2)
+        return int(np.count_nonzero(spread > limit)), spread.size
+
+    # A colour photo is recognised from a sparse sample; only a (nearly) grey one is scanned more finely.
+    coarse = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 10_000)))
+    n, size = exceeding(rgb[::coarse, ::coarse])
+    if n > size // 100:
+        return False
     # a fixed stride keeps this O(1 Mpx) on 40 Mpx scans without changing the answer for real photos
     step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 1_000_000)))
-    rgb = rgb[::step, ::step].astype(np.int32)
-    spread = rgb.max(axis=2) - rgb.min(axis=2)
-    limit = tolerance * (257 if px.dtype == np.uint16 else 1)
-    return int(np.count_nonzero(spread > limit)) <= spread.size // 1000
+    n, size = exceeding(rgb[::step, ::step])
+    return n <= size // 1000
 
 
 def _to_uint8(px: np.ndarray) -> np.ndarray:
@@ -344,15 +354,11 @@ def atomic_write(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
             try:
                 os.link(tmp, path)  # atomic "create if absent", unlike exists() + replace()
             except FileExistsError:
-                raise ImageFileError(
-                    "exists", "already exists and overwriting was not allowed", path
-                ) from None
+                raise ImageFileError("exists", "already exists and overwriting was not allowed", path) from None
             except OSError:
                 # file systems without hard links (FAT, some network shares)
                 if os.path.lexists(path):
-                    raise ImageFileError(
-                        "exists", "already exists and overwriting was not allowed", path
-                    ) from None
+                    raise ImageFileError("exists", "already exists and overwriting was not allowed", path) from None
                 os.replace(tmp, path)
             _remove_quietly(tmp)
         _fsync_folder(path.parent)
@@ -501,9 +507,7 @@ _RAW_SUFFIXES = frozenset(
     | {".pef", ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".dcr", ".mrw", ".mos", ".iiq", ".rwl"}
 )
 _BMP_HEADER_SIZES = frozenset(struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124))
-_HEIF_BRANDS = frozenset(
-    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
-)
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
 
 
 def _sniff(data: bytes, path: Path) -> str:
@@ -632,9 +636,7 @@ def _orientation_of(exif: bytes | None, xmp: bytes | None) -> int:
     return _read_orientation(exif) or _xmp_orientation(xmp) or 1
 
 
-def _pixels_from_pil(
-    im: Image.Image, info: dict[str, Any], icc: bytes | None
-) -> tuple[np.ndarray, bytes | None]:
+def _pixels_from_pil(im: Image.Image, info: dict[str, Any], icc: bytes | None) -> tuple[np.ndarray, bytes | None]:
     """Turn a decoded Pillow image into our array layout; the only place modes get expanded."""
     mode = im.mode
     transparency = im.info.get("transparency")
@@ -812,9 +814,7 @@ def _png_chunks(data: bytes, path: Path) -> list[tuple[bytes, int, int]]:
             raise ImageFileError("corrupt", f"the PNG chunk structure is damaged at byte {pos}", path)
         start, end = pos + 8, pos + 8 + length
         if end + 4 > n:
-            raise ImageFileError(
-                "truncated", f"the PNG file is cut off inside its {ctype.decode()} chunk", path
-            )
+            raise ImageFileError("truncated", f"the PNG file is cut off inside its {ctype.decode()} chunk", path)
         crc = zlib.crc32(view[start:end], zlib.crc32(ctype))
         if crc != struct.unpack(">I", data[end : end + 4])[0]:
             raise ImageFileError("corrupt", f"the PNG {ctype.decode()} chunk fails its checksum", path)
@@ -908,9 +908,7 @@ def _png_stream(data: bytes, chunks: list[tuple[bytes, int, int]], keep: tuple[b
     return bytes(stream)
 
 
-def _decode_png16(
-    data: bytes, chunks: list[tuple[bytes, int, int]], colour_type: int, path: Path
-) -> np.ndarray:
+def _decode_png16(data: bytes, chunks: list[tuple[bytes, int, int]], colour_type: int, path: Path) -> np.ndarray:
     """Decode a 16-bit PNG with OpenCV (Pillow would cut colour to 8 bits).
 
     Only IHDR and IDAT are handed over, so OpenCV cannot rotate by an eXIf chunk on its own; a
@@ -1054,9 +1052,7 @@ def _load_tiff(data: bytes, path: Path, max_pixels: int | None) -> Photo:
         _check_pixels(int(page.imagewidth), int(page.imagelength), max_pixels, path)
         ends = [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)]
         if any(end > len(data) for end in ends):
-            raise ImageFileError(
-                "truncated", "the TIFF file is truncated (image data runs past its end)", path
-            )
+            raise ImageFileError("truncated", "the TIFF file is truncated (image data runs past its end)", path)
         for other in pages[1:]:
             if not int(getattr(other, "subfiletype", 0)) & 1:  # a reduced-resolution preview is fine
                 raise ImageFileError(

@@ -25,7 +25,13 @@ import numpy as np
 
 from facerestore_cli.album import InputItem, OutputError, OutputPlan
 from facerestore_cli.align import FACE_SIZE, AlignedFace, align_face
-from facerestore_cli.dictionary import CompiledDictionary, DictionaryCache, DictionaryError, compile_dictionary
+from facerestore_cli.dictionary import (
+    CompiledDictionary,
+    DictionaryCache,
+    DictionaryError,
+    compile_dictionary,
+    dictionary_settings,
+)
 from facerestore_cli.imagefile import (
     DEFAULT_MAX_PIXELS,
     ImageFileError,
@@ -188,7 +194,7 @@ class Pipeline:
         restorer = self.restorer
         if not getattr(restorer, "uses_references", False):
             raise DictionaryError("reference dictionaries need --method dmdnet")
-        settings = f"detector={self.options.detector}"
+        settings = dictionary_settings(self.options.detector)
         return compile_dictionary(
             folder,
             weights_sha256=restorer.info.sha256 or "",

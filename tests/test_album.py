@@ -165,3 +165,15 @@ def test_output_cannot_escape_the_output_folder(tmp_path):
     with pytest.raises(OutputError) as caught:
         plan.output_for(InputItem(tmp_path / "a.jpg", Path("../../a.jpg")))
     assert caught.value.reason == "unsafe-path"
+
+
+def test_earlier_results_next_to_inputs_are_not_restored_again(tmp_path: Path) -> None:
+    for name in ("a.jpg", "a_restored.jpg", "b.png", "notes_restored.png"):
+        (tmp_path / name).write_bytes(b"x")
+    items = discover_inputs([str(tmp_path)]).items
+    kept, dropped = OutputPlan().drop_previous_outputs(items)
+    assert [i.name for i in dropped] == ["a_restored.jpg"]
+    # a file that merely ends in _restored, with no input of its own, is still an input
+    assert sorted(i.name for i in kept) == ["a.jpg", "b.png", "notes_restored.png"]
+    # under -o nothing sits next to the inputs, so nothing is left out
+    assert OutputPlan(out_dir=tmp_path / "out").drop_previous_outputs(items)[1] == []

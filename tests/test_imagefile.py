@@ -879,9 +879,7 @@ def giant_header_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     row = b"\x00" + bytes((width + 7) // 8)
     idat = zlib.compress(row * 16)  # far too little data: a decoder would fail much later
-    return (
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 BAD_INPUTS = {
@@ -932,9 +930,7 @@ def test_valid_jpeg_variants_are_not_mistaken_for_damaged(tmp_path, astronaut_rg
     assert b"MPF\x00" not in out.read_bytes()  # the index of pictures we did not carry is not copied
 
 
-def test_truncation_is_caught_even_when_pillow_is_told_to_accept_it(
-    tmp_path, monkeypatch, jpeg_bytes, png_bytes
-):
+def test_truncation_is_caught_even_when_pillow_is_told_to_accept_it(tmp_path, monkeypatch, jpeg_bytes, png_bytes):
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     for name, data in (("a.jpg", jpeg_bytes[: len(jpeg_bytes) * 3 // 4]), ("a.png", png_bytes[:-200])):
         path = tmp_path / name

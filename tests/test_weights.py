@@ -51,14 +51,11 @@ def fake_build(config: FakeConfig) -> nn.Module:
 
 
 def fake_convert_official(state: dict) -> tuple[dict, FakeConfig]:
-    expected = {"body.conv_in.weight", "body.conv_in.bias", "body.conv_out.weight", "body.conv_out.bias",
-                "body.scale"}
+    expected = {"body.conv_in.weight", "body.conv_in.bias", "body.conv_out.weight", "body.conv_out.bias", "body.scale"}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise CheckpointError(f"missing keys: {missing}; unexpected keys: {unexpected}")
-    config = FakeConfig(
-        hidden=state["body.conv_in.weight"].shape[0], channels=state["body.conv_out.weight"].shape[0]
-    )
+    config = FakeConfig(hidden=state["body.conv_in.weight"].shape[0], channels=state["body.conv_out.weight"].shape[0])
     scale = state["body.scale"]
     folded = {
         "0.weight": state["body.conv_in.weight"],
@@ -108,10 +105,17 @@ def write_weights(path: Path, method: str = "fake", *, manifest: bool = True, ha
     digest = weights.save_weights(tensors, path, {"method": method, "config": {"hidden": 8}}, half=half)
     if manifest:
         meta = weights.read_safetensors_metadata(path)
-        weights.update_manifest(path.parent, path.name, {
-            "sha256": digest, "size": path.stat().st_size, "method": method, "config": meta["config"],
-            "dtype": meta["dtype"],
-        })
+        weights.update_manifest(
+            path.parent,
+            path.name,
+            {
+                "sha256": digest,
+                "size": path.stat().st_size,
+                "method": method,
+                "config": meta["config"],
+                "dtype": meta["dtype"],
+            },
+        )
     return digest
 
 
@@ -317,8 +321,9 @@ def test_damaged_safetensors_and_broken_manifest(tmp_path):
 
 def test_manifest_update_is_atomic_and_keeps_other_entries(tmp_path):
     weights.update_manifest(tmp_path, "a.safetensors", {"sha256": "aa", "size": 1, "method": "fake"})
-    weights.update_manifest(tmp_path, "b.safetensors", {"sha256": "bb", "size": 2, "method": "fake",
-                                                        "training": {"steps": 3}})
+    weights.update_manifest(
+        tmp_path, "b.safetensors", {"sha256": "bb", "size": 2, "method": "fake", "training": {"steps": 3}}
+    )
     manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
     assert manifest["format"] == 1 and set(manifest["files"]) == {"a.safetensors", "b.safetensors"}
     assert manifest["files"]["b.safetensors"]["training"] == {"steps": 3}
@@ -566,8 +571,9 @@ def fast(**kwargs):
 def test_download_full_and_verified(server, tmp_path):
     b = server.behaviour
     dest = tmp_path / "dl" / "file.bin"
-    out = weights.download(server.url + "file.bin", dest, sha256=hashlib.sha256(b.data).hexdigest(),
-                           expected_size=len(b.data), **fast())
+    out = weights.download(
+        server.url + "file.bin", dest, sha256=hashlib.sha256(b.data).hexdigest(), expected_size=len(b.data), **fast()
+    )
     assert out == dest and dest.read_bytes() == b.data
     assert not dest.with_suffix(".bin.part").exists()
     assert len(b.requests) == 1 and "Range" not in b.requests[0]
@@ -659,8 +665,14 @@ def test_download_retries_server_errors(server, tmp_path):
 def test_download_404_fails_at_once(server, tmp_path):
     start = time.monotonic()
     with pytest.raises(DownloadError, match="HTTP 404") as info:
-        weights.download(server.url.replace("/files/", "/nope/") + "DMDNet.pth", tmp_path / "x.pth",
-                         retries=5, backoff=30.0, progress=False, timeout=5.0)
+        weights.download(
+            server.url.replace("/files/", "/nope/") + "DMDNet.pth",
+            tmp_path / "x.pth",
+            retries=5,
+            backoff=30.0,
+            progress=False,
+            timeout=5.0,
+        )
     assert time.monotonic() - start < 2 and len(server.behaviour.requests) == 1
     assert "/nope/DMDNet.pth" in str(info.value)
 
