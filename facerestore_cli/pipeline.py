@@ -242,6 +242,7 @@ class Pipeline:
             w.report.person = w.route.person
             w.report.routing = w.route.reason
             w.report.similarity = None if w.route.similarity is None else round(w.route.similarity, 4)
+            w.report.distance = None if w.route.distance is None else round(w.route.distance, 4)
 
     # -- one photo -----------------------------------------------------------------------------------
 

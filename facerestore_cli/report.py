@@ -24,6 +24,7 @@ class FaceReport:
     skipped: str | None = None
     person: str | None = None
     similarity: float | None = None
+    distance: float | None = None
     routing: str | None = None
     crop: str | None = None
     restored_crop: str | None = None
