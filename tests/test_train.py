@@ -133,3 +133,24 @@ def test_memgan_trains_resumes_and_exports(faces_dir: Path, tmp_path: Path) -> N
     assert resumed.resume() and resumed.step == 2
     for k, v in resumed.model.state_dict().items():
         torch.testing.assert_close(v, trainer.model.state_dict()[k])
+
+
+def test_divergence_guard_tells_a_collapse_from_noise() -> None:
+    from facerestore_cli.train.common import DivergenceGuard
+
+    rng = np.random.default_rng(0)
+    guard = DivergenceGuard()
+    for _ in range(3):  # a noisy but healthy run: ±2 dB around 28 dB
+        for v in rng.normal(28, 2, 100):
+            guard.add(float(v))
+        assert not guard.diverged()
+        guard.commit()
+    for v in rng.normal(27, 2, 40):  # a slightly worse stretch is still noise
+        guard.add(float(v))
+    assert not guard.diverged()
+    for _ in range(10):  # the collapse seen once in a real run: PSNR 4 dB within a few steps
+        guard.add(4.0)
+    assert guard.diverged()
+    guard.reset()
+    guard.add(float("nan"))
+    assert not guard.diverged()  # too few values after a reset to judge

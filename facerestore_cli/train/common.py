@@ -196,9 +196,28 @@ class TrainerBase:
     def checkpoint_path(self) -> Path:
         return self.work / "checkpoint.pt"
 
+    #: Fraction of the adversarial weight in use; halved every time training diverges.
+    adv_factor: float = 1.0
+    #: Keep a copy of the checkpoint every this many steps (the last few), for inspection or rollback.
+    snapshot_every: int = 1000
+    snapshots_kept: int = 3
+
     def save(self) -> None:
-        state = {"step": self.step, "rng": rng_state(self.rng), "elapsed": self.log.elapsed, **self.state()}
-        save_checkpoint(self.checkpoint_path(), state)
+        state = {
+            "step": self.step,
+            "rng": rng_state(self.rng),
+            "elapsed": self.log.elapsed,
+            "adv_factor": self.adv_factor,
+            **self.state(),
+        }
+        path = self.checkpoint_path()
+        save_checkpoint(path, state)
+        if self.step and self.step % self.snapshot_every == 0:
+            snap = path.with_name(f"checkpoint-{self.step:06d}.pt")
+            snap.unlink(missing_ok=True)
+            os.link(path, snap)
+            for old in sorted(path.parent.glob("checkpoint-*.pt"))[: -self.snapshots_kept]:
+                old.unlink()
 
     def resume(self) -> bool:
         path = self.checkpoint_path()
@@ -208,6 +227,7 @@ class TrainerBase:
         self.load_state(state)
         restore_rng(self.rng, state["rng"])
         self.step = int(state["step"])
+        self.adv_factor = float(state.get("adv_factor", 1.0))
         self.log.elapsed_before = float(state["elapsed"])
         self.log.started = time.time()
         return True
@@ -230,14 +250,27 @@ class TrainerBase:
         data_rng = np.random.default_rng([opts.seed, self.step])
         batches = prefetch(lambda: self.make_batch(data_rng))
         last_stage = None
+        guard = DivergenceGuard()
         while self.step < opts.total_steps:
             stats = self.train_step(next(batches))
+            guard.add(stats["psnr"])
             stage = stats.get("stage")
             # every log_every steps, and at the first step of every stage (so short runs show them all)
             if self.step % log_every == 0 or stage != last_stage or self.step == opts.total_steps:
                 self.log.write(stats)
             last_stage = stage
             if self.step % opts.ckpt_every == 0:
+                if guard.diverged():
+                    # Never checkpoint a collapsed model: go back to the last good state, with half
+                    # the adversarial weight (adversarial terms are what blow GANs up).
+                    bad_step = self.step
+                    self.resume()
+                    self.adv_factor *= 0.5
+                    guard.reset()
+                    self.log.write({"event": "diverged", "step": bad_step, "back_to": self.step,
+                                    "adv_factor": self.adv_factor})  # fmt: skip
+                    continue
+                guard.commit()
                 self.save()
             if self.step % opts.val_every == 0 and self.step < opts.total_steps:
                 self.log.write({"event": "validation", "step": self.step, **self.validate()})
@@ -246,6 +279,36 @@ class TrainerBase:
         self.log.write({"event": "final-validation", **validation})
         self.export(validation)
         return opts.out
+
+
+class DivergenceGuard:
+    """Notices a training collapse from the per-step PSNR of the training batches.
+
+    The PSNR of random batches is noisy (±2 dB), so it compares means: the last 50 steps, and the
+    last 10, against the best 50-step mean seen at a checkpoint. A drop of 3 dB (or 6 dB over the last
+    10 steps, for a collapse that starts just before a checkpoint) is a divergence, not noise.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.best: float | None = None
+
+    def add(self, psnr: float) -> None:
+        self.values.append(psnr if np.isfinite(psnr) else 0.0)
+        del self.values[:-50]
+
+    def diverged(self) -> bool:
+        if self.best is None or len(self.values) < 10:
+            return False
+        return float(np.mean(self.values)) < self.best - 3.0 or float(np.mean(self.values[-10:])) < self.best - 6.0
+
+    def commit(self) -> None:
+        if len(self.values) >= 50:
+            mean = float(np.mean(self.values))
+            self.best = mean if self.best is None else max(self.best, mean)
+
+    def reset(self) -> None:
+        self.values.clear()
 
 
 def validate_restorers(

@@ -275,7 +275,7 @@ class DMDNetTrainer(common.TrainerBase):
             self.disc.requires_grad_(False)
             with common.autocast(opts.bf16):
                 l_g = hinge_g_loss([x.float() for x in self.disc(out)], self.weights.adversarial)
-            loss = loss + opts.adv_scale * l_g
+            loss = loss + opts.adv_scale * self.adv_factor * l_g
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_dict is not None:
             self.opt_dict.zero_grad(set_to_none=True)

@@ -102,7 +102,7 @@ class MemGANTrainer(common.TrainerBase):
             self.disc.requires_grad_(False)
             with common.autocast(opts.bf16):
                 l_g = logistic_g_loss(self.disc(out).float())
-            loss = loss + self.weights.adversarial * l_g
+            loss = loss + self.weights.adversarial * self.adv_factor * l_g
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
