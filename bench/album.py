@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_FOLDER = Path(os.environ.get("FACERESTORE_SHARED", "/work/shared")) / "data/eval-dev/realworld/whole"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_FOLDER = Path(os.environ.get("FACERESTORE_SHARED", REPO.parent / "shared")) / "data/eval-dev/realworld/whole"
 
 
 def _parse() -> argparse.Namespace:
