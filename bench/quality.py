@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = Pipeline(
             RestoreOptions(
                 method="dmdnet", weights=args.dmdnet_weights, device=args.device, threads=args.threads,
-                batch_size=1, aligned=True, cache_dir=work,
+                batch_size=1, aligned=True, cache_dir=work, embedder="dlib",  # the identity metric is dlib's
             )
         )  # fmt: skip
         memgan = create_restorer("memgan", weights=args.memgan_weights, runtime=pipeline.runtime, batch_size=1)

@@ -3,9 +3,9 @@
 The album is every person's *smiling* photo degraded with the fixed x4 and x8 evaluation degradations
 (``fixed_degradation(scale, seed=<person index>)``); the people folder has one sub-folder per person
 holding their *neutral* photo. The run goes through the real code: ``Pipeline.prepare`` compiles every
-person with ``compile_person`` (detect, align, landmarks, dlib embedding, DMDNet encoder, cache) into
-a ``PeopleIndex`` at the defaults of ``people.py``, and every album photo goes through
-``Pipeline.restore_photo`` as ``--aligned`` (landmarks on the degraded crop, dlib embedding,
+person with ``compile_person`` (detect, align, landmarks, face embedding, DMDNet encoder, cache) into
+a ``PeopleIndex`` at the embedder's defaults, and every album photo goes through
+``Pipeline.restore_photo`` as ``--aligned`` (landmarks on the degraded crop, face embedding,
 ``PeopleIndex.route``). Only the restoration itself is skipped (an identity restorer that delegates
 the reference encoding to DMDNet), so the run costs what ``--method none`` costs.
 
@@ -15,7 +15,13 @@ from the people folder: any match is wrong); the genuine and impostor distance d
 threshold/margin chosen from them by the procedure documented in ``facerestore_cli/people.py``
 (2-fold cross-validation over people, then the same rule on everyone for the defaults).
 
-    python bench/routing.py --threads 1 [--limit N] [--out routing.json] [--dmdnet-weights FILE]
+``--embedder`` picks the face embeddings (``dlib``, the default, whose defaults this measured, or
+``insightface[:pack]`` with its model pack on disk, whose defaults in ``identity.py`` come from
+insightface's published guidance and are not measured yet: this run measures them, and its last table
+says what the procedure would choose instead). The grid follows the embedder's distance scale.
+
+    python bench/routing.py --threads 1 [--embedder dlib|insightface] [--limit N] [--out routing.json]
+        [--dmdnet-weights FILE]
 """
 
 from __future__ import annotations
@@ -47,9 +53,25 @@ from common import (
 MAX_WRONG = 0.01
 #: A face given somebody else's references costs this many correctly matched faces.
 WRONG_COST = 10
-THRESHOLDS = np.round(np.arange(0.30, 0.8001, 0.01), 2)
-MARGINS = np.round(np.arange(0.0, 0.2001, 0.01), 2)
 PCTS = (0, 1, 5, 25, 50, 75, 95, 99, 100)
+#: The (threshold, margin) grid, step 0.01, per embedder family: dlib distances are mostly 0.2–0.8;
+#: insightface's unit vectors are 0–2 apart (orthogonal = 1.41), so its grid spans 0.60–1.40.
+GRIDS = {
+    "dlib": (np.round(np.arange(0.30, 0.8001, 0.01), 2), np.round(np.arange(0.0, 0.2001, 0.01), 2)),
+    "insightface": (np.round(np.arange(0.60, 1.4001, 0.01), 2), np.round(np.arange(0.0, 0.3001, 0.01), 2)),
+}
+
+
+def grid_for(embedder: str) -> tuple[np.ndarray, np.ndarray]:
+    return GRIDS["insightface" if embedder.startswith("insightface") else "dlib"]
+
+
+def embedder_defaults(embedder: str) -> tuple[float, float]:
+    """The (threshold, margin) an embedder routes with by default (no model or pack is loaded)."""
+    from facerestore_cli.identity import FaceEmbedder, InsightFaceEmbedder
+
+    cls = InsightFaceEmbedder if embedder.startswith("insightface") else FaceEmbedder
+    return cls.threshold, cls.margin
 
 
 @dataclass
@@ -85,18 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     parser.add_argument("--detect", action="store_true", help="detect and align the album faces instead of --aligned")
     parser.add_argument("--distances", type=Path, default=None, help="only re-run the tuning on a previous --out")
+    parser.add_argument(
+        "--embedder", default="dlib", help="face embeddings: dlib (default), insightface[:pack] or auto"
+    )
     args = parser.parse_args(argv)
     set_threads(args.threads)
     if args.distances:
         saved = json.loads(args.distances.read_text(encoding="utf-8"))
         names = saved["people"]
         own = np.array([names.index(person) for person, _ in saved["distance_matrix"]["rows"]])
-        tuning_report(np.array(saved["distance_matrix"]["values"]), own, names)
+        embedder_name = saved.get("embedder", "dlib")
+        tuning_report(np.array(saved["distance_matrix"]["values"]), own, names, embedder=embedder_name)
         return 0
 
     from facerestore_cli.device import make_runtime
+    from facerestore_cli.identity import EmbedderUnavailable
     from facerestore_cli.imagefile import Photo
-    from facerestore_cli.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD, PeopleIndex
+    from facerestore_cli.people import PeopleIndex
     from facerestore_cli.pipeline import Pipeline, RestoreOptions
     from facerestore_cli.restore import create_restorer
     from facerestore_cli.weights import WeightsError
@@ -107,14 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         root = make_people_folder(Path(tmp) / "people", people)
         options = RestoreOptions(
             method="dmdnet", weights=args.dmdnet_weights, device=args.device, threads=args.threads,
-            aligned=not args.detect, people=root, cache_dir=Path(tmp) / "cache",
+            aligned=not args.detect, people=root, cache_dir=Path(tmp) / "cache", embedder=args.embedder,
         )  # fmt: skip
         try:
             runtime = make_runtime(args.device, None, args.threads)
             dmdnet = create_restorer("dmdnet", weights=args.dmdnet_weights, runtime=runtime, batch_size=1)
-        except WeightsError as exc:
+            pipeline = Pipeline(options, restorer=route_only_restorer(dmdnet), on_message=print)
+            embedder = pipeline.embedder
+        except (WeightsError, EmbedderUnavailable, ValueError) as exc:
             sys.exit(f"error: {exc}")
-        pipeline = Pipeline(options, restorer=route_only_restorer(dmdnet), on_message=print)
+        threshold0, margin0 = embedder.threshold, embedder.margin
+        print(f"embedder: {embedder.name} (defaults: threshold {threshold0}, margin {margin0})")
         pipeline.prepare()
         index = pipeline.people
         assert index is not None
@@ -125,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [p.name for p in index.people]
         centroids = np.stack([p.centroid for p in index.people])
         position = {name: i for i, name in enumerate(names)}
-        predictor, embedder = pipeline.predictor, pipeline.embedder
+        predictor = pipeline.predictor
 
         probes: list[Probe] = []
         clean_d: list[float] = []
@@ -139,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                 lq = degraded(gt, scale, p.index)
                 result = pipeline.restore_photo(Photo(pixels=lq, format="png"))
                 if not result.faces or not result.crops:
-                    probes.append(Probe(position[p.name], scale, np.full(128, np.nan, np.float32), None, "no face"))
+                    nan = np.full(embedder.dimension, np.nan, np.float32)
+                    probes.append(Probe(position[p.name], scale, nan, None, "no face"))
                     continue
                 face = result.faces[0]
                 crop = result.crops[0]
@@ -158,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     correct = sum(q.routed == names[q.person] for q in probes)
     wrong = sum(q.routed is not None and q.routed != names[q.person] for q in probes)
     generic = sum(q.routed is None for q in probes)
-    print(f"\n## Routing at the defaults (threshold {DEFAULT_THRESHOLD}, margin {DEFAULT_MARGIN})\n")
+    print(f"\n## Routing at the {embedder.name} defaults (threshold {threshold0}, margin {margin0})\n")
     print(
         f"album: {len(people)} people x {len(SCALES)} strengths = {n} faces "
         f"({'detected' if args.detect else '--aligned'}); people folder: one neutral photo per person"
@@ -176,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(markdown_table(["album", "faces", "own person (accuracy)", "wrong person's refs", "generic"], rows))
     stranger_wrong = 0
-    full = PeopleIndex(index.people, DEFAULT_THRESHOLD, DEFAULT_MARGIN)
+    full = PeopleIndex(index.people, threshold0, margin0, embedder.name)
     for q in ok:
         others = [person for person in full.people if person.name != names[q.person]]
-        if others and PeopleIndex(others, DEFAULT_THRESHOLD, DEFAULT_MARGIN).route(q.embedding).person is not None:
+        rest = PeopleIndex(others, threshold0, margin0, embedder.name) if others else None
+        if rest is not None and rest.route(q.embedding).person is not None:
             stranger_wrong += 1
     print(
         f"\nstrangers (each face again with its own person removed from the people folder): "
@@ -197,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     masked = dist.copy()
     masked[np.arange(len(ok)), own] = np.inf
     nearest_impostor = masked.min(axis=1)
-    print("\n## dlib distances (face embedding to a person's centroid)\n")
+    print(f"\n## {embedder.name} distances (face embedding to a person's centroid)\n")
     dist_rows = []
     dist_rows.append(["clean smiling → own", len(clean_d), *[f"{v:.3f}" for v in percentiles(clean_d, PCTS)]])
     for scale in SCALES:
@@ -219,12 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nfaces whose nearest impostor is closer than their own person: {overlap}/{len(ok)}")
 
     # choice of threshold and margin
-    tuning = tuning_report(dist, own, names)
+    tuning = tuning_report(dist, own, names, embedder=embedder.name)
 
     write_json(
         args.out,
         {
-            "defaults": {"threshold": DEFAULT_THRESHOLD, "margin": DEFAULT_MARGIN},
+            "embedder": embedder.name,
+            "defaults": {"threshold": threshold0, "margin": margin0},
             "at_defaults": {
                 "faces": n, "own_person": correct / n, "wrong_person": wrong / n, "generic": generic / n,
                 "strangers_wrong": stranger_wrong / max(len(ok), 1), "pipeline_vs_index_mismatches": mismatches,
@@ -249,18 +282,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def tuning_report(dist: np.ndarray, own: np.ndarray, names: list[str]) -> dict:
-    """Print how the threshold and margin are chosen (see ``people.py``) and how well that generalises."""
-    from facerestore_cli.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+def tuning_report(dist: np.ndarray, own: np.ndarray, names: list[str], *, embedder: str = "dlib") -> dict:
+    """Print how the threshold and margin are chosen (see ``people.py``) and how well that generalises.
 
-    print("\n## Choosing the threshold and margin\n")
+    The grid and the current defaults compared with the choice are ``embedder``'s.
+    """
+    thresholds, margins = grid_for(embedder)
+    threshold0, margin0 = embedder_defaults(embedder)
+
+    print(f"\n## Choosing the threshold and margin ({embedder})\n")
     print(
         "Rule (people.py): a face goes to its nearest person when distance ≤ threshold and the second nearest is\n"
         "at least margin further. Every album face is scored in three roles on the tuning people: known (its person\n"
         "is in the people folder: right only if it gets them), stranger (its person removed: any match is wrong),\n"
         "and against each other person alone (one-person folders, --refs: any match is wrong; margin plays no part).\n"
-        f"Keep the (threshold, margin) of the {THRESHOLDS[0]:.2f}–{THRESHOLDS[-1]:.2f} × "
-        f"{MARGINS[0]:.2f}–{MARGINS[-1]:.2f} grid (step 0.01) with ≤ {MAX_WRONG:.0%} wrong in every role;\n"
+        f"Keep the (threshold, margin) of the {thresholds[0]:.2f}–{thresholds[-1]:.2f} × "
+        f"{margins[0]:.2f}–{margins[-1]:.2f} grid (step 0.01) with ≤ {MAX_WRONG:.0%} wrong in every role;\n"
         f"maximise own-person matches − {WRONG_COST} × wrong-person matches (a wrong person's references are worse\n"
         "than none); among equally good cells take the one nearest the middle of their plateau. 2-fold\n"
         "cross-validation over people (alternate people in name order, then 200 random halvings) estimates\n"
@@ -271,7 +308,7 @@ def tuning_report(dist: np.ndarray, own: np.ndarray, names: list[str]) -> dict:
     cv_rows, cv = [], []
     halves = [(folds[0], folds[1]), (folds[1], folds[0])] if len(names) >= 4 else []
     for k, (tune, test) in enumerate(halves):
-        t, m, _ = choose(dist, own, tune)
+        t, m, _ = choose(dist, own, tune, thresholds, margins)
         res = evaluate(dist, own, test, t, m)
         cv.append({"fold": k + 1, "threshold": t, "margin": m, **res})
         cv_rows.append(_cv_row(f"fold {k + 1}: {len(tune)} → {len(test)}", t, m, res))
@@ -280,7 +317,7 @@ def tuning_report(dist: np.ndarray, own: np.ndarray, names: list[str]) -> dict:
     for _ in range(200 if len(names) >= 4 else 0):
         perm = rng.permutation(people_idx)
         tune, test = np.sort(perm[: len(perm) // 2]), np.sort(perm[len(perm) // 2 :])
-        t, m, _ = choose(dist, own, tune)
+        t, m, _ = choose(dist, own, tune, thresholds, margins)
         random_cv.append((t, m, evaluate(dist, own, test, t, m)))
     if random_cv:
         mean = {k: float(np.mean([r[k] for _, _, r in random_cv])) for k in random_cv[0][2]}
@@ -303,23 +340,22 @@ def tuning_report(dist: np.ndarray, own: np.ndarray, names: list[str]) -> dict:
             cv_rows,
         )
     )  # fmt: skip
-    t_all, m_all, res_all = choose(dist, own, people_idx)
-    cur = evaluate(dist, own, people_idx, DEFAULT_THRESHOLD, DEFAULT_MARGIN)
+    t_all, m_all, res_all = choose(dist, own, people_idx, thresholds, margins)
+    cur = evaluate(dist, own, people_idx, threshold0, margin0)
     print()
     print(
         markdown_table(
             ["on all people", "threshold", "margin", "own person", "wrong (known)", "generic", "wrong (strangers)",
              "wrong (one-person)"],
-            [_cv_row("chosen", t_all, m_all, res_all), _cv_row("people.py defaults", DEFAULT_THRESHOLD,
-                                                                DEFAULT_MARGIN, cur)],
+            [_cv_row("chosen", t_all, m_all, res_all), _cv_row(f"{embedder} defaults", threshold0, margin0, cur)],
         )
     )  # fmt: skip
-    same = abs(t_all - DEFAULT_THRESHOLD) < 1e-9 and abs(m_all - DEFAULT_MARGIN) < 1e-9
+    same = abs(t_all - threshold0) < 1e-9 and abs(m_all - margin0) < 1e-9
     print(
-        "\nthe defaults of people.py are what this procedure chooses"
+        f"\nthe {embedder} defaults are what this procedure chooses"
         if same
-        else f"\nNOTE: this procedure chooses threshold {t_all:.2f}, margin {m_all:.2f}; people.py has "
-        f"{DEFAULT_THRESHOLD}, {DEFAULT_MARGIN}"
+        else f"\nNOTE: this procedure chooses threshold {t_all:.2f}, margin {m_all:.2f}; the {embedder} defaults "
+        f"are {threshold0}, {margin0} (dlib: people.py; insightface: identity.py)"
     )
     return {
         "cross_validation": cv,
@@ -329,10 +365,15 @@ def tuning_report(dist: np.ndarray, own: np.ndarray, names: list[str]) -> dict:
     }
 
 
+def _num(v: float) -> str:
+    """Two decimals, three when the value has them (insightface's margin is 0.065)."""
+    return f"{v:.2f}" if abs(round(v, 2) - v) < 1e-9 else f"{v:.3f}"
+
+
 def _cv_row(label: str, t: float, m: float, res: dict) -> list[str]:
     k = res["known"]
     return [
-        label, f"{t:.2f}", f"{m:.2f}", _pct(res["correct"], k), _pct(res["wrong_known"], k), _pct(res["generic"], k),
+        label, _num(t), _num(m), _pct(res["correct"], k), _pct(res["wrong_known"], k), _pct(res["generic"], k),
         _pct(res["wrong_stranger"], k), f"{100 * res['pair_accept']:.2f}%",
     ]  # fmt: skip
 
@@ -378,9 +419,15 @@ def evaluate(dist: np.ndarray, own: np.ndarray, gallery: np.ndarray, t, m) -> di
     return {k: (v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v) for k, v in out.items()}
 
 
-def choose(dist: np.ndarray, own: np.ndarray, gallery: np.ndarray) -> tuple[float, float, dict]:
+def choose(
+    dist: np.ndarray,
+    own: np.ndarray,
+    gallery: np.ndarray,
+    thresholds: np.ndarray = GRIDS["dlib"][0],
+    margins: np.ndarray = GRIDS["dlib"][1],
+) -> tuple[float, float, dict]:
     """The procedure of ``people.py``: feasible, then most useful, then the middle of the best plateau."""
-    tt, mm = np.meshgrid(THRESHOLDS, MARGINS, indexing="ij")
+    tt, mm = np.meshgrid(thresholds, margins, indexing="ij")
     res = evaluate(dist, own, gallery, tt, mm)
     n = res["known"]
     feasible = (
@@ -393,7 +440,7 @@ def choose(dist: np.ndarray, own: np.ndarray, gallery: np.ndarray) -> tuple[floa
     tied = np.argwhere(utility == utility.max())
     centre = tied.mean(axis=0)
     ti, mi = tied[np.argmin(((tied - centre) ** 2).sum(axis=1))]
-    t, m = float(THRESHOLDS[ti]), float(MARGINS[mi])
+    t, m = float(thresholds[ti]), float(margins[mi])
     return t, m, evaluate(dist, own, gallery, t, m)
 
 

@@ -93,8 +93,15 @@ def estimate_transform(landmarks5: np.ndarray, size: int = FACE_SIZE) -> np.ndar
     the one point that is off, but with only five points that point is usually the mouth of an
     expressive face, which we want to keep.
     """
-    src = np.asarray(landmarks5, dtype=np.float64).reshape(5, 2)
-    dst = FFHQ_TEMPLATE_512 * (size / FACE_SIZE)
+    return similarity_transform(landmarks5, FFHQ_TEMPLATE_512 * (size / FACE_SIZE))
+
+
+def similarity_transform(src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
+    """The least-squares similarity (Umeyama) mapping ``src_points`` onto ``dst_points`` (2x3 float64)."""
+    src = np.asarray(src_points, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst_points, dtype=np.float64).reshape(-1, 2)
+    if src.shape != dst.shape:
+        raise ValueError(f"{len(src)} source points but {len(dst)} destination points")
     src_mean, dst_mean = src.mean(0), dst.mean(0)
     s, d = src - src_mean, dst - dst_mean
     cov = d.T @ s / len(src)

@@ -37,6 +37,10 @@ app.add_typer(cli_train.app, name="train")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 COMMANDS = {"restore", "build-dict", "people", "cache", "weights", "doctor", "train"}
+EMBEDDER_HELP = (
+    "Face embeddings that match faces to --refs/--people: auto (insightface when its model pack is on disk, "
+    "else dlib), dlib, or insightface[:pack]."
+)
 
 
 class SetupError(Exception):
@@ -75,9 +79,12 @@ def restore_command(
     refs: Path | None = typer.Option(None, help="Folder of good photos of the person (DMDNet); compiled once, cached."),
     force_refs: bool = typer.Option(False, help="Use --refs for every face without checking who it is."),
     people: Path | None = typer.Option(None, help="Folder of person folders: each face gets its own person's refs."),
-    people_threshold: float | None = typer.Option(None, help="Max face-to-person distance (dlib) to count as a match."),
+    embedder: str = typer.Option("auto", help=EMBEDDER_HELP),
+    people_threshold: float | None = typer.Option(
+        None, help="Max face-to-person distance to count as a match \\[default: the embedder's, dlib 0.55]."
+    ),
     people_margin: float | None = typer.Option(
-        None, help="How much closer the chosen person must be than the next one (else generic)."
+        None, help="How much closer the chosen person must be than the next, else generic \\[default: the embedder's]."
     ),
     suffix: str | None = typer.Option(None, help="Text added to output names \\[default: _restored next to inputs]."),
     ext: str | None = typer.Option(None, help="Output format by extension, e.g. png (default: keep the input's)."),
@@ -105,16 +112,14 @@ def restore_command(
 ) -> None:
     """Restore the faces of photos, folders or globs."""
     from facerestore_cli.album import OutputPlan, discover_inputs
-    from facerestore_cli.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD
     from facerestore_cli.pipeline import RestoreOptions
     from facerestore_cli.report import ReportWriter
 
     options = RestoreOptions(
         method=method, weights=weights, device=device, half=half, threads=threads, batch_size=batch_size,
         detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face, blend=blend,
-        upscale=upscale, aligned=aligned, refs=refs, force_refs=force_refs, people=people,
-        people_threshold=people_threshold if people_threshold is not None else DEFAULT_THRESHOLD,
-        people_margin=people_margin if people_margin is not None else DEFAULT_MARGIN,
+        upscale=upscale, aligned=aligned, refs=refs, force_refs=force_refs, people=people, embedder=embedder,
+        people_threshold=people_threshold, people_margin=people_margin,
         tone_match=tone_match, save_faces=save_faces, compare=compare, quality=quality, max_pixels=max_pixels,
         skip_existing=skip_existing,
     )  # fmt: skip
@@ -158,12 +163,13 @@ def restore_command(
 def _restore_album(options, found, plan, writer, quiet: bool):
     from facerestore_cli.detect import DetectorUnavailable
     from facerestore_cli.dictionary import DictionaryError
+    from facerestore_cli.identity import EmbedderUnavailable
     from facerestore_cli.report import ImageReport, Summary
 
     pipeline = _pipeline(options, quiet)
     try:
         pipeline.prepare()
-    except (DictionaryError, DetectorUnavailable, ValueError) as exc:
+    except (DictionaryError, DetectorUnavailable, EmbedderUnavailable, ValueError) as exc:
         _fail_setup(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -245,18 +251,26 @@ def build_dict_command(
     weights: Path | None = typer.Option(None, help="DMDNet weights the dictionary is for."),
     force: bool = typer.Option(False, help="Rebuild even when the cache is up to date."),
     detector: str = typer.Option("retinaface"),
+    embedder: str = typer.Option("auto", help=EMBEDDER_HELP),
     device: str = typer.Option("auto"),
     threads: int | None = typer.Option(None, min=1),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Compile reference photos into cached DMDNet dictionaries (one per person)."""
     from facerestore_cli.dictionary import DictionaryError, reference_files
+    from facerestore_cli.identity import EmbedderUnavailable
     from facerestore_cli.people import person_folders
     from facerestore_cli.pipeline import RestoreOptions
 
     pipeline = _pipeline(
-        RestoreOptions(method="dmdnet", weights=weights, detector=detector, device=device, threads=threads)
+        RestoreOptions(
+            method="dmdnet", weights=weights, detector=detector, embedder=embedder, device=device, threads=threads
+        )
     )
+    try:
+        _ = pipeline.embedder  # an embedder that cannot run here is a set-up error, not every person's
+    except EmbedderUnavailable as exc:
+        _fail_setup(str(exc))
     targets: list[Path] = []
     for folder in folders:
         if not folder.is_dir():
@@ -274,7 +288,8 @@ def build_dict_command(
         results.append(
             {
                 "person": compiled.name, "folder": str(folder), "cache": str(compiled.path),
-                "from_cache": compiled.from_cache, "used": compiled.used, "seconds": round(compiled.seconds, 3),
+                "embedder": compiled.embedder, "from_cache": compiled.from_cache, "used": compiled.used,
+                "seconds": round(compiled.seconds, 3),
                 "references": [r.__dict__ for r in compiled.references],
             }
         )  # fmt: skip
@@ -289,7 +304,7 @@ def _print_compiled(compiled) -> None:
     state = "[green]cached, unchanged[/]" if compiled.from_cache else "[green]compiled[/]"
     err.print(
         f"[bold]{escape(compiled.name)}[/]: {state}, {compiled.used} of {len(compiled.references)} photos used, "
-        f"{compiled.seconds:.2f} s → {escape(str(compiled.path))}"
+        f"embedder {escape(str(compiled.embedder))}, {compiled.seconds:.2f} s → {escape(str(compiled.path))}"
     )
     for r in compiled.references:
         mark = "[green]✓[/]" if r.used else "[red]✗[/]"
@@ -302,6 +317,7 @@ def people_command(
     folder: Path = typer.Argument(..., help="Folder of person folders."),
     weights: Path | None = typer.Option(None),
     detector: str = typer.Option("retinaface", help="The detector the dictionaries were compiled with."),
+    embedder: str = typer.Option("auto", help="The face embedder the dictionaries were compiled with (see restore)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the people of a people folder, their reference counts and whether they are compiled."""
@@ -312,26 +328,28 @@ def people_command(
         dictionary_settings,
         reference_files,
     )
+    from facerestore_cli.identity import resolve_embedder
     from facerestore_cli.people import person_folders
     from facerestore_cli.weights import WeightsError, file_sha256, locate_weights
 
     try:
+        embedder_name = resolve_embedder(embedder)  # a name only: nothing is loaded
         sha = file_sha256(locate_weights("dmdnet", weights).path)
         folders = person_folders(folder)
-    except (WeightsError, DictionaryError) as exc:
+    except (WeightsError, DictionaryError, ValueError) as exc:
         _fail_setup(str(exc))
     cache = DictionaryCache()
     rows = []
     for person in folders:
         files = reference_files(person)
-        key = dictionary_key(files, sha, dictionary_settings(detector)) if files else None
+        key = dictionary_key(files, sha, dictionary_settings(detector, embedder_name)) if files else None
         hit = cache.load(key) if key else None
         used = int(hit[1].get("used", 0)) if hit else None
         rows.append({"person": person.name, "photos": len(files), "cached": hit is not None, "used": used})
     if json_out:
         typer.echo(json.dumps(rows))
         return
-    table = Table("person", "photos", "dictionary")
+    table = Table("person", "photos", "dictionary", title=f"embedder: {escape(embedder_name)}")
     for r in rows:
         state = f"[green]cached[/] ({r['used']} used)" if r["cached"] else "[yellow]not compiled[/] (build-dict)"
         table.add_row(escape(r["person"]), str(r["photos"]), state)
@@ -462,7 +480,7 @@ def weights_verify() -> None:
 
 @app.command("doctor")
 def doctor_command(json_out: bool = typer.Option(False, "--json")) -> None:
-    """Versions, devices, detectors and weights: what facerestore can use here, and where it lives."""
+    """Versions, devices, detectors, embedders and weights: what facerestore can use here, and where it lives."""
     from facerestore_cli.doctor import collect
 
     info = collect()

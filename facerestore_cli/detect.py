@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from .device import onnx_providers, onnx_session_options
 from .landmarks import ModelFileError, default_predictor, dlib_model_path
 
 log = logging.getLogger(__name__)
@@ -209,34 +210,6 @@ def _retinaface_priors(height: int, width: int) -> np.ndarray:
     return priors
 
 
-def _onnx_providers(device: str) -> list:
-    import onnxruntime as ort
-
-    device = (device or "cpu").lower()
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            index = int(device.split(":", 1)[1]) if ":" in device else 0
-            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        log.warning(
-            "device %s requested but this onnxruntime has no CUDA provider "
-            "(pip install 'facerestore-cli[gpu]'); face detection runs on the CPU",
-            device,
-        )
-    return ["CPUExecutionProvider"]
-
-
-def _session_options(threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return options
-
-
 class RetinaFaceDetector:
     """RetinaFace MobileNet-0.25 through onnxruntime, with float landmarks.
 
@@ -267,7 +240,7 @@ class RetinaFaceDetector:
         self.max_side = max_side
         self.nms_iou = nms_iou
         self._session = ort.InferenceSession(
-            WEIGHTS, sess_options=_session_options(threads), providers=_onnx_providers(device)
+            WEIGHTS, sess_options=onnx_session_options(threads), providers=onnx_providers(device)
         )
         self._input = self._session.get_inputs()[0].name
 
@@ -512,9 +485,9 @@ class InsightFaceDetector:
         self.name = f"insightface:{pack}" if pack != DEFAULT_INSIGHTFACE_PACK else "insightface"
         self.score_threshold = 0.5 if score_threshold is None else float(score_threshold)
         self.max_side = max_side
-        providers = _onnx_providers(device)
+        providers = onnx_providers(device)
         # get_model with an existing file path only loads it (no download, unlike FaceAnalysis).
-        model = model_zoo.get_model(str(path), providers=providers, sess_options=_session_options(threads))
+        model = model_zoo.get_model(str(path), providers=providers, sess_options=onnx_session_options(threads))
         if model is None or getattr(model, "taskname", "detection") != "detection":
             raise DetectorUnavailable(f"{path} is not a face detection model insightface recognises")
         ctx_id = 0 if providers[0] != "CPUExecutionProvider" else -1

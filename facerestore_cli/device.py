@@ -6,10 +6,13 @@ same code path serves CPU, CUDA and Apple's MPS and the tests on CPU cover the G
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class DeviceError(ValueError):
@@ -82,3 +85,37 @@ def make_runtime(device: str = "auto", half: bool | None = None, threads: int | 
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     return Runtime(device=dev, dtype=torch.float16 if half else torch.float32, threads=threads)
+
+
+# --------------------------------------------------------------------------------------------------
+# onnxruntime (the detectors and insightface embedder run ONNX models)
+
+
+def onnx_providers(device: str) -> list:
+    """onnxruntime execution providers for ``device``: CUDA first when asked for and available."""
+    import onnxruntime as ort
+
+    device = (device or "cpu").lower()
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        log.warning(
+            "device %s requested but this onnxruntime has no CUDA provider "
+            "(pip install 'facerestore-cli[gpu]'); face detection runs on the CPU",
+            device,
+        )
+    return ["CPUExecutionProvider"]
+
+
+def onnx_session_options(threads: int | None):
+    """Session options that honour ``--threads`` and keep onnxruntime's logging quiet."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options

@@ -3,11 +3,12 @@
 The official code re-encodes every reference for every image it restores. A person's dictionary only
 depends on their reference photos and on the weights, so we compile it once: detect, align, find the
 68 landmarks, reject photos that would hurt (no face, several faces, face too small, or somebody else,
-judged by dlib's face embeddings against the other references), run the reference encoder, and store
-the 18 key/value tensors as safetensors. The cache key is the references' *content* (not their names
-or dates), the weights' sha256 and :data:`DICTIONARY_FORMAT`; an unchanged folder is a cache hit and
-costs one hash of its files. An entry is only trusted while its tensors match the digest stored with
-them; anything else is deleted and compiled again.
+judged by the face embeddings against the other references), run the reference encoder, and store
+the 18 key/value tensors as safetensors, with the centroid of the references' embeddings for routing.
+The cache key is the references' *content* (not their names or dates), the weights' sha256, the
+preparation settings (detector and embedder: :func:`dictionary_settings`) and :data:`DICTIONARY_FORMAT`;
+an unchanged folder is a cache hit and costs one hash of its files. An entry is only trusted while its
+tensors match the digest stored with them; anything else is deleted and compiled again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from facerestore_cli.album import discover_inputs
+from facerestore_cli.identity import DLIB_OUTLIER_DISTANCE
 from facerestore_cli.imagefile import ImageFileError, load_photo, rgb8
 
 #: Bump when what a dictionary file contains or how references are prepared changes.
@@ -33,8 +35,9 @@ DICTIONARY_FORMAT = 1
 MIN_REFERENCE_FACE = 96
 #: A second face at least this fraction of the largest one's size makes a photo ambiguous.
 SECOND_FACE_RATIO = 0.6
-#: A reference further than this (dlib distance) from the others' median embedding is an outlier.
-OUTLIER_DISTANCE = 0.55
+#: A reference further than this (dlib distance) from the others' median embedding is an outlier
+#: (dlib's; the pipeline passes its embedder's own ``outlier_distance``).
+OUTLIER_DISTANCE = DLIB_OUTLIER_DISTANCE
 
 
 def cache_root() -> Path:
@@ -71,6 +74,8 @@ class CompiledDictionary:
     references: list[ReferenceReport] = field(default_factory=list)
     from_cache: bool = False
     seconds: float = 0.0
+    #: The embedder whose space ``centroid`` lives in (its canonical name, e.g. ``dlib``).
+    embedder: str | None = None
 
     @property
     def used(self) -> int:
@@ -170,6 +175,7 @@ class DictionaryCache:
                     "created": meta.get("created"),
                     "weights_sha256": meta.get("weights_sha256"),
                     "settings": meta.get("settings"),
+                    "embedder": meta.get("embedder") or None,
                     "damaged": meta.get("damaged") == "true",
                 }
             )
@@ -197,9 +203,13 @@ def file_digests(files: list[Path]) -> list[str]:
     return [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in files]
 
 
-def dictionary_settings(detector: str) -> str:
-    """The preparation settings that change a dictionary (part of its cache key)."""
-    return f"detector={detector}"
+def dictionary_settings(detector: str, embedder: str) -> str:
+    """The preparation settings that change a dictionary (part of its cache key).
+
+    ``embedder`` is the embedder's canonical name (``identity.resolve_embedder``): it decides which
+    references are rejected as outliers and the space the stored centroid lives in.
+    """
+    return f"detector={detector};embedder={embedder}"
 
 
 def dictionary_key(files: list[Path], weights_sha256: str, settings: str = "", digests: list[str] | None = None) -> str:
@@ -241,12 +251,15 @@ def prepare_references(
     *,
     min_face: int = MIN_REFERENCE_FACE,
     outlier_distance: float = OUTLIER_DISTANCE,
+    unit_vectors: bool = False,
     digests: list[str] | None = None,
 ) -> tuple[list[PreparedFace], list[ReferenceReport]]:
     """Choose the usable references in ``files`` and say why the others were rejected.
 
     ``detect(rgb) -> faces``, ``align(rgb, face) -> (crop, landmarks68)`` and ``embed(crop, lm)`` are
     the pipeline's own stages, so references are prepared exactly like the faces they will help.
+    ``unit_vectors``: the embeddings are directions (insightface), so the others' median is rescaled to
+    unit length before the distance is taken.
     """
     reports: list[ReferenceReport] = []
     prepared: list[tuple[int, PreparedFace]] = []
@@ -279,7 +292,10 @@ def prepare_references(
         embs = np.stack([p.embedding for _, p in prepared])
         for j, (i, _) in enumerate(prepared):
             others = np.delete(embs, j, axis=0)
-            d = float(np.linalg.norm(embs[j] - np.median(others, axis=0)))
+            median = np.median(others, axis=0)
+            if unit_vectors:
+                median = _unit(median)
+            d = float(np.linalg.norm(embs[j] - median))
             reports[i].distance = round(d, 4)
             if d > outlier_distance:
                 reports[i].reason = f"identity outlier: distance {d:.2f} to the other references (> {outlier_distance})"
@@ -301,11 +317,17 @@ def compile_dictionary(
     settings: str = "",
     force: bool = False,
     name: str | None = None,
+    embedder: str | None = None,
+    outlier_distance: float = OUTLIER_DISTANCE,
+    unit_vectors: bool = False,
 ) -> CompiledDictionary:
     """Compile (or load from the cache) the dictionary of the person photographed in ``folder``.
 
     A rebuild replaces the entries it supersedes (same folder, weights and settings), so editing a
-    person's photos does not leave stale dictionaries behind.
+    person's photos does not leave stale dictionaries behind. ``embedder`` (the canonical name of the
+    embedder behind ``embed``; put it in ``settings`` too) is recorded with the entry, and an entry
+    recorded with another embedder is never returned. ``unit_vectors``: the centroid is rescaled to
+    unit length (embeddings compared as directions).
     """
     import torch
 
@@ -320,6 +342,8 @@ def compile_dictionary(
     name = name or folder.resolve().name
     if not force:
         hit = cache.load(key)
+        if hit is not None and embedder is not None and (hit[1].get("embedder") or None) != embedder:
+            hit = None  # the centroid is another embedder's: compile again (the save below replaces it)
         if hit is not None:
             tensors, meta = hit
             centroid = tensors.pop("_centroid", None)
@@ -327,9 +351,11 @@ def compile_dictionary(
             return CompiledDictionary(
                 name=name, key=key, path=cache.path_for(key), tensors=tensors,
                 centroid=None if centroid is None else centroid.numpy(), references=refs, from_cache=True,
-                seconds=time.perf_counter() - started,
+                seconds=time.perf_counter() - started, embedder=meta.get("embedder") or None,
             )  # fmt: skip
-    prepared, reports = prepare_references(files, detect, align, embed, digests=digests)
+    prepared, reports = prepare_references(
+        files, detect, align, embed, outlier_distance=outlier_distance, unit_vectors=unit_vectors, digests=digests
+    )
     if not prepared:
         reasons = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in reports)
         raise DictionaryError(f"{folder}: no usable reference photo ({reasons})")
@@ -339,7 +365,8 @@ def compile_dictionary(
     centroid = None
     store = dict(tensors)
     if embed is not None:
-        centroid = np.mean([p.embedding for p in prepared], axis=0).astype(np.float32)
+        centroid = np.mean([p.embedding for p in prepared], axis=0)
+        centroid = (_unit(centroid) if unit_vectors else centroid).astype(np.float32)
         store["_centroid"] = torch.from_numpy(centroid)
     meta = {
         "format": str(DICTIONARY_FORMAT),
@@ -347,6 +374,7 @@ def compile_dictionary(
         "folder": str(folder.resolve()),
         "weights_sha256": weights_sha256,
         "settings": settings,
+        "embedder": embedder or "",
         "used": str(len(prepared)),
         "references": json.dumps([asdict(r) for r in reports]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -355,8 +383,13 @@ def compile_dictionary(
     cache.prune(key, meta["folder"], weights_sha256, settings)
     return CompiledDictionary(
         name=name, key=key, path=path, tensors=tensors, centroid=centroid, references=reports,
-        from_cache=False, seconds=time.perf_counter() - started,
+        from_cache=False, seconds=time.perf_counter() - started, embedder=embedder,
     )  # fmt: skip
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
 
 
 def _current_names(stored: list[dict[str, Any]], files: list[Path], digests: list[str]) -> list[ReferenceReport]:

@@ -28,6 +28,7 @@ def collect() -> dict[str, dict[str, Any]]:
     from facerestore_cli import __version__
     from facerestore_cli.detect import available_detectors
     from facerestore_cli.dictionary import DictionaryCache
+    from facerestore_cli.identity import available_embedders
     from facerestore_cli.imagefile import SUPPORTED_SUFFIXES
     from facerestore_cli.weights import list_weights, search_places
 
@@ -63,6 +64,8 @@ def collect() -> dict[str, dict[str, Any]]:
         os.path.join(os.path.dirname(spec.origin), "models") if spec and spec.origin else "missing"
     )
 
+    embedders = {name if name != "auto" else "auto picks": v for name, v in available_embedders().items()}
+
     weights: dict[str, Any] = {}
     found = list_weights()
     for method in ("dmdnet", "memgan"):
@@ -75,4 +78,11 @@ def collect() -> dict[str, dict[str, Any]]:
         "formats": " ".join(sorted(SUPPORTED_SUFFIXES)),
         "dictionary cache": str(DictionaryCache().root),
     }
-    return {"versions": versions, "devices": devices, "detectors": detectors, "weights": weights, "files": files}
+    return {
+        "versions": versions,
+        "devices": devices,
+        "detectors": detectors,
+        "embedders": embedders,
+        "weights": weights,
+        "files": files,
+    }

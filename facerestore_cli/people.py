@@ -1,13 +1,20 @@
 """Albums with many people: which person's references each face gets.
 
 A people folder holds one folder of reference photos per person (``people/alice/``, ``people/bob/``).
-Each person gets a compiled DMDNet dictionary and the centroid of their references' dlib embeddings.
-A face is routed to the nearest centroid only when it is close enough (``threshold``) *and* clearly
-closer than to anybody else (``margin``); otherwise it gets generic restoration, and the report says
-why. Giving a face somebody else's references is worse than giving it none, so every doubt falls
-back to generic. With a single person (``--refs``) only the threshold applies.
+Each person gets a compiled DMDNet dictionary and the centroid of their references' face embeddings
+(``identity.py``: dlib's, or insightface's when its model pack is on disk). A face is routed to the
+nearest centroid only when it is close enough (``threshold``) *and* clearly closer than to anybody else
+(``margin``); otherwise it gets generic restoration, and the report says why. Giving a face somebody
+else's references is worse than giving it none, so every doubt falls back to generic. With a single
+person (``--refs``) only the threshold applies. Distances only mean something within one embedder:
+an index refuses people compiled with another embedder than the faces it routes.
 
-How the defaults were chosen (``bench/routing.py``, London pairs: 50 people, the neutral photo as the
+Each embedder carries its own defaults. :data:`DEFAULT_THRESHOLD` and :data:`DEFAULT_MARGIN` are
+dlib's, measured as below. insightface's (``identity.INSIGHTFACE_THRESHOLD``/``INSIGHTFACE_MARGIN``)
+come from insightface's published same-person guidance and were NOT measured this way;
+``bench/routing.py --embedder insightface`` runs the procedure below for them.
+
+How the dlib defaults were chosen (``bench/routing.py``, London pairs: 50 people, the neutral photo as the
 only reference, the smiling photo degraded at x4 and x8 by ``fixed_degradation`` as the album, faces
 embedded as ``--aligned`` does). Distances to a person's centroid (median [p99]): a clean smiling photo
 to its own person 0.22 [0.40], degraded x4 0.30 [0.45], x8 0.40 [0.52] (degradation pushes faces away
@@ -37,11 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from facerestore_cli.dictionary import CompiledDictionary, DictionaryError
+from facerestore_cli.identity import DLIB_MARGIN, DLIB_THRESHOLD
 
 #: Largest dlib distance between a face and a person's centroid that still counts as that person.
-DEFAULT_THRESHOLD = 0.55
-#: The nearest person must be at least this much closer than the second nearest.
-DEFAULT_MARGIN = 0.12
+DEFAULT_THRESHOLD = DLIB_THRESHOLD
+#: The nearest person must be at least this much closer than the second nearest (dlib distances).
+DEFAULT_MARGIN = DLIB_MARGIN
 
 
 @dataclass
@@ -81,12 +89,32 @@ def person_folders(root: Path) -> list[Path]:
 class PeopleIndex:
     """Known people and the rule that assigns faces to them."""
 
-    def __init__(self, people: list[Person], threshold: float = DEFAULT_THRESHOLD, margin: float = DEFAULT_MARGIN):
+    def __init__(
+        self,
+        people: list[Person],
+        threshold: float = DEFAULT_THRESHOLD,
+        margin: float = DEFAULT_MARGIN,
+        embedder: str | None = None,
+    ):
+        """``embedder``: the canonical name of the embedder whose embeddings :meth:`route` will get;
+        every person must have been compiled with it (their centroids live in its space)."""
         if not people:
             raise DictionaryError("no people to match faces against")
+        if embedder is not None:
+            other = [p for p in people if p.dictionary.embedder != embedder]
+            if other:
+                listed = ", ".join(f"{p.name} ({p.dictionary.embedder or 'unknown embedder'})" for p in other)
+                raise DictionaryError(
+                    f"faces are embedded with {embedder} but these people were compiled with another embedder: "
+                    f"{listed}; compile them again with --embedder {embedder}"
+                )
+        sizes = {p.centroid.shape for p in people}
+        if len(sizes) > 1:
+            raise DictionaryError(f"people's centroids have different sizes {sorted(sizes)}: mixed embedders")
         self.people = people
         self.threshold = threshold
         self.margin = margin
+        self.embedder = embedder
         self._centroids = np.stack([p.centroid for p in people])
 
     @classmethod
@@ -97,6 +125,7 @@ class PeopleIndex:
         *,
         threshold: float = DEFAULT_THRESHOLD,
         margin: float = DEFAULT_MARGIN,
+        embedder: str | None = None,
         on_error: Callable[[Path, Exception], None] | None = None,
     ) -> PeopleIndex:
         """Compile (or load from the cache) every person folder under ``root``."""
@@ -108,9 +137,15 @@ class PeopleIndex:
                 if on_error is None:
                     raise
                 on_error(folder, exc)
-        return cls(people, threshold, margin)
+        return cls(people, threshold, margin, embedder)
 
     def route(self, embedding: np.ndarray) -> Route:
+        embedding = np.asarray(embedding, dtype=np.float32).ravel()
+        if embedding.shape[0] != self._centroids.shape[1]:
+            raise ValueError(
+                f"a {embedding.shape[0]}-d embedding cannot be matched with {self._centroids.shape[1]}-d centroids "
+                "(another embedder's)"
+            )
         d = np.linalg.norm(self._centroids - embedding[None, :], axis=1)
         order = np.argsort(d, kind="stable")  # ties: the first person by name
         best = int(order[0])

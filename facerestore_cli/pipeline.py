@@ -32,6 +32,7 @@ from facerestore_cli.dictionary import (
     compile_dictionary,
     dictionary_settings,
 )
+from facerestore_cli.identity import resolve_embedder
 from facerestore_cli.imagefile import (
     DEFAULT_MAX_PIXELS,
     ImageFileError,
@@ -44,7 +45,7 @@ from facerestore_cli.imagefile import (
     save_photo,
 )
 from facerestore_cli.paste import LUMA, PasteJob, face_mask, match_tone, paste_faces
-from facerestore_cli.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD, PeopleIndex, Person, Route
+from facerestore_cli.people import PeopleIndex, Person, Route
 from facerestore_cli.report import FaceReport, ImageReport, ReportWriter, Summary
 
 STAGES = ("decode", "detect", "align", "route", "restore", "paste", "encode")
@@ -70,8 +71,12 @@ class RestoreOptions:
     refs: Path | None = None
     force_refs: bool = False
     people: Path | None = None
-    people_threshold: float = DEFAULT_THRESHOLD
-    people_margin: float = DEFAULT_MARGIN
+    #: Face embeddings for --refs/--people: auto (insightface when its pack is on disk, else dlib),
+    #: dlib or insightface[:pack].
+    embedder: str = "auto"
+    #: None: the embedder's own default (``identity.py``: dlib 0.55 / 0.12, insightface 1.2 / 0.065).
+    people_threshold: float | None = None
+    people_margin: float | None = None
     tone_match: bool = True
     save_faces: bool = False
     compare: bool = False
@@ -96,6 +101,14 @@ class RestoreOptions:
             raise ValueError("--upscale does not apply to --aligned crops")
         if not 1 <= self.quality <= 100:
             raise ValueError("--quality must be between 1 and 100")
+        if self.people_threshold is not None and not self.people_threshold > 0:
+            raise ValueError("--people-threshold must be above 0")
+        if self.people_margin is not None and not self.people_margin >= 0:
+            raise ValueError("--people-margin must be 0 or more")
+        try:
+            resolve_embedder(self.embedder)
+        except ValueError as exc:
+            raise ValueError(f"--embedder: {exc}") from None
 
 
 @dataclass
@@ -177,11 +190,24 @@ class Pipeline:
 
     @property
     def embedder(self):
-        if self._embedder is None:
-            from facerestore_cli.identity import FaceEmbedder
+        """The face embedder of ``--embedder`` (``identity.create_embedder``), built on first use.
 
-            self._embedder = FaceEmbedder()
+        Raises ``identity.EmbedderUnavailable`` when it cannot run here (e.g. no insightface pack).
+        """
+        if self._embedder is None:
+            from facerestore_cli.identity import create_embedder
+
+            dev = "cuda" if self.runtime.is_cuda else "cpu"
+            self._embedder = create_embedder(self.options.embedder, device=dev, threads=self.options.threads)
         return self._embedder
+
+    @property
+    def routing_defaults(self) -> tuple[float, float]:
+        """(threshold, margin): ``--people-threshold``/``--people-margin``, else the embedder's own."""
+        opts = self.options
+        threshold = opts.people_threshold if opts.people_threshold is not None else self.embedder.threshold
+        margin = opts.people_margin if opts.people_margin is not None else self.embedder.margin
+        return float(threshold), float(margin)
 
     def align(self, rgb: np.ndarray, face: Any) -> tuple[np.ndarray, np.ndarray]:
         aligned = align_face(rgb, face.landmarks)
@@ -194,17 +220,21 @@ class Pipeline:
         restorer = self.restorer
         if not getattr(restorer, "uses_references", False):
             raise DictionaryError("reference dictionaries need --method dmdnet")
-        settings = dictionary_settings(self.options.detector)
+        embedder = self.embedder
+        settings = dictionary_settings(self.options.detector, embedder.name)
         return compile_dictionary(
             folder,
             weights_sha256=restorer.info.sha256 or "",
             encode=restorer.encode_references,
             detect=self.detector.detect,
             align=self.align,
-            embed=self.embedder.embed,
+            embed=embedder.embed,
             cache=DictionaryCache(self.options.cache_dir),
             settings=settings,
             force=force,
+            embedder=embedder.name,
+            outlier_distance=embedder.outlier_distance,
+            unit_vectors=embedder.unit_vectors,
         )
 
     def prepare(self) -> None:
@@ -220,8 +250,9 @@ class Pipeline:
             compiled = self.compile_person(opts.refs)
             self.single = Person(compiled.name, opts.refs, compiled)
         elif opts.people:
+            threshold, margin = self.routing_defaults
             self.people = PeopleIndex.build(
-                opts.people, self.compile_person, threshold=opts.people_threshold, margin=opts.people_margin,
+                opts.people, self.compile_person, threshold=threshold, margin=margin, embedder=self.embedder.name,
                 on_error=lambda folder, exc: self.say(f"[yellow]skipping person {folder.name}: {exc}[/]"),
             )  # fmt: skip
 
@@ -232,12 +263,18 @@ class Pipeline:
             for w in work:
                 w.route = Route(self.single.name, None, None, "--force-refs", self.single.dictionary)
         else:
-            embeddings = [self.embedder.embed(w.aligned.image, w.landmarks68) for w in work]
-            index = self.people or PeopleIndex(
-                [self.single], threshold=self.options.people_threshold, margin=self.options.people_margin
-            )
+            embedder = self.embedder
+            embeddings = embedder.embed_many([w.aligned.image for w in work], [w.landmarks68 for w in work])
+            if self.people is not None:
+                index = self.people
+            else:
+                threshold, margin = self.routing_defaults
+                index = PeopleIndex([self.single], threshold=threshold, margin=margin, embedder=embedder.name)
+            if index.embedder != embedder.name:  # a centroid only means something in its own embedder's space
+                raise DictionaryError(f"people compiled with {index.embedder} cannot route {embedder.name} embeddings")
             for w, emb in zip(work, embeddings, strict=True):
                 w.route = index.route(emb)
+                w.report.embedder = embedder.name
         for w in work:
             w.report.person = w.route.person
             w.report.routing = w.route.reason

@@ -26,6 +26,8 @@ class FaceReport:
     similarity: float | None = None
     distance: float | None = None
     routing: str | None = None
+    #: The face embedder that compared the face with the references (``dlib``, ``insightface:<pack>``).
+    embedder: str | None = None
     crop: str | None = None
     restored_crop: str | None = None
 

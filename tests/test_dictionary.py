@@ -23,6 +23,7 @@ from facerestore_cli.dictionary import (
     DictionaryError,
     cache_root,
     dictionary_key,
+    dictionary_settings,
     reference_files,
 )
 from facerestore_cli.pipeline import Pipeline, RestoreOptions
@@ -47,7 +48,11 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_weights) -> Pipeline:
-    return Pipeline(RestoreOptions(method="dmdnet", weights=tiny_weights, device="cpu", threads=1, batch_size=2))
+    # dlib explicitly: these tests check dlib's distances, whatever insightface pack the machine has
+    options = RestoreOptions(
+        method="dmdnet", weights=tiny_weights, device="cpu", threads=1, batch_size=2, embedder="dlib"
+    )
+    return Pipeline(options)
 
 
 @pytest.fixture(autouse=True)
@@ -140,9 +145,14 @@ def test_different_weights_give_a_different_key(tiny_weights, tmp_path, eileen):
     assert sha_a != sha_b
     assert dictionary_key(files, sha_a) != dictionary_key(files, sha_b)
     assert dictionary_key(files, sha_a) == dictionary_key(list(reversed(files)), sha_a)  # order-free
-    assert dictionary_key(files, sha_a, "detector=retinaface") != dictionary_key(files, sha_a, "detector=hog")
-    pipe = Pipeline(RestoreOptions(method="dmdnet", weights=other, device="cpu", threads=1))
-    assert pipe.compile_person(eileen).key == dictionary_key(files, sha_b, "detector=retinaface")
+    retinaface, hog = dictionary_settings("retinaface", "dlib"), dictionary_settings("hog", "dlib")
+    assert dictionary_key(files, sha_a, retinaface) != dictionary_key(files, sha_a, hog)
+    pipe = Pipeline(RestoreOptions(method="dmdnet", weights=other, device="cpu", threads=1, embedder="dlib"))
+    compiled = pipe.compile_person(eileen)
+    assert compiled.key == dictionary_key(files, sha_b, retinaface)
+    assert compiled.embedder == "dlib"
+    (entry,) = DictionaryCache().entries()
+    assert entry["embedder"] == "dlib" and entry["settings"] == "detector=retinaface;embedder=dlib"
 
 
 def test_rejection_reasons(pipeline, tmp_path):
@@ -234,7 +244,9 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_build_dict_cli_cache_list_and_clear(capsys, tiny_weights, eileen, cache_dir):
-    code, _, err = run_cli(capsys, "build-dict", eileen, "--weights", tiny_weights, "--threads", "1")
+    code, _, err = run_cli(
+        capsys, "build-dict", eileen, "--weights", tiny_weights, "--threads", "1", "--embedder", "dlib"
+    )
     assert code == 0, err
     entries = DictionaryCache().entries()
     assert len(entries) == 1
@@ -242,7 +254,9 @@ def test_build_dict_cli_cache_list_and_clear(capsys, tiny_weights, eileen, cache
     assert entries[0]["path"] in err.replace(" ", "")  # where it was cached
     assert "✓ a.png" in err and "✓ b.jpg" in err
 
-    code, out, err = run_cli(capsys, "build-dict", eileen, "--weights", tiny_weights, "--threads", "1", "--json")
+    code, out, err = run_cli(
+        capsys, "build-dict", eileen, "--weights", tiny_weights, "--threads", "1", "--json", "--embedder", "dlib"
+    )
     assert code == 0
     (result,) = json.loads(out)
     assert result["person"] == "eileen" and result["from_cache"] and result["used"] == 2
@@ -264,7 +278,9 @@ def test_build_dict_cli_cache_list_and_clear(capsys, tiny_weights, eileen, cache
 def test_build_dict_cli_on_a_people_folder_reports_failures(capsys, tiny_weights, eileen, tmp_path):
     people = eileen.parent
     write_rgb(people / "zz-coffee" / "coffee.png", data.coffee())
-    code, out, err = run_cli(capsys, "build-dict", people, "--weights", tiny_weights, "--threads", "1", "--json")
+    code, out, err = run_cli(
+        capsys, "build-dict", people, "--weights", tiny_weights, "--threads", "1", "--json", "--embedder", "dlib"
+    )
     assert code == 1  # one person could not be compiled
     results = {Path(r["folder"]).name: r for r in json.loads(out)}
     assert results["eileen"]["used"] == 2
@@ -279,16 +295,20 @@ def test_restore_with_refs_uses_the_cached_dictionary(capsys, tiny_weights, eile
     out_dir = tmp_path / "out"
     report = tmp_path / "report.jsonl"
     args = [photo, "--refs", eileen, "--weights", tiny_weights, "-o", out_dir, "--report", report, "--threads", "1"]
+    args += ["--embedder", "dlib"]
     code, _, err = run_cli(capsys, *args)
     assert code == 0, err
     (line,) = report.read_text().splitlines()
     (face,) = json.loads(line)["faces"]
     assert face["restored"] and face["person"] == "eileen", face
     assert face["routing"].startswith("matched eileen")
+    assert face["embedder"] == "dlib"
     (entry,) = DictionaryCache().entries()  # built on the way, before the first photo
     mtime = Path(entry["path"]).stat().st_mtime_ns
     # a second run loads it instead of compiling again
-    pipe = Pipeline(RestoreOptions(method="dmdnet", weights=tiny_weights, device="cpu", threads=1, refs=eileen))
+    pipe = Pipeline(
+        RestoreOptions(method="dmdnet", weights=tiny_weights, device="cpu", threads=1, refs=eileen, embedder="dlib")
+    )
     pipe.prepare()
     assert pipe.single is not None and pipe.single.dictionary.from_cache
     code, _, err = run_cli(capsys, *args)

@@ -161,7 +161,7 @@ def test_album_photo_with_two_known_people_and_a_stranger(tmp_path):
 
     done = facerestore(
         photo, "--people", people, "--report", report, "-o", out, "--threads", "1", "--weights", weights,
-        "--save-faces", env=env,
+        "--save-faces", "--embedder", "dlib", env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     (line,) = report.read_text().splitlines()
@@ -172,6 +172,7 @@ def test_album_photo_with_two_known_people_and_a_stranger(tmp_path):
     assert all(f["restored"] for f in faces)
     left, middle, right = faces
     assert left["person"] == "ann" and left["routing"].startswith("matched ann"), left
+    assert all(f["embedder"] == "dlib" for f in faces), faces
     assert right["person"] == "ben" and right["routing"].startswith("matched ben"), right
     assert middle["person"] is None, middle
     assert middle["routing"].startswith(("nobody", "ambiguous")), middle
@@ -185,19 +186,19 @@ def test_album_photo_with_two_known_people_and_a_stranger(tmp_path):
     assert (out / "group.jpg").is_file()
 
     # `facerestore people` lists both, with their photos and the dictionaries the run compiled
-    listed = facerestore("people", people, "--weights", weights, "--json", env=env)
+    listed = facerestore("people", people, "--weights", weights, "--json", "--embedder", "dlib", env=env)
     assert listed.returncode == 0, listed.stderr
     rows = {r["person"]: r for r in json.loads(listed.stdout)}
     assert rows == {
         "ann": {"person": "ann", "photos": 1, "cached": True, "used": 1},
         "ben": {"person": "ben", "photos": 1, "cached": True, "used": 1},
     }
-    table = facerestore("people", people, "--weights", weights, env=env)
+    table = facerestore("people", people, "--weights", weights, "--embedder", "dlib", env=env)
     assert table.returncode == 0
     assert "ann" in table.stderr and "ben" in table.stderr and "cached (1 used)" in table.stderr
     # a new person is shown as not compiled yet
     (people / "cat").mkdir()
     shutil.copy(pairs / STRANGER / "neutral.jpg", people / "cat" / "cat.jpg")
-    listed = facerestore("people", people, "--weights", weights, "--json", env=env)
+    listed = facerestore("people", people, "--weights", weights, "--json", "--embedder", "dlib", env=env)
     rows = {r["person"]: r for r in json.loads(listed.stdout)}
     assert rows["cat"] == {"person": "cat", "photos": 1, "cached": False, "used": None}
