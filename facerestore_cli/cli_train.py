@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 app = typer.Typer(help="Train the compact models that ship in weights/ (resumable, seeded).", no_args_is_help=True)
+
+# The options both commands share, declared once.
+Data = Annotated[Path, typer.Option(exists=True, file_okay=False, help="Folder of 512x512 aligned sharp faces.")]
+Out = Annotated[Path, typer.Option(help="Weights file to write (fp16 safetensors).")]
+Work = Annotated[Path | None, typer.Option(help="Checkpoints, logs and previews \\[default: OUT stem + .work].")]
+Batch = Annotated[int, typer.Option(min=1)]
+AdvStart = Annotated[int, typer.Option(help="Step at which the adversarial loss starts.")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
+Bf16 = Annotated[bool, typer.Option(help="bf16 autocast on the CPU (AMX/AVX512-BF16).")]
+ValEvery = Annotated[int, typer.Option(help="Validate (x4/x8 PSNR/SSIM on held-out faces) every N steps.")]
+LrDecay = Annotated[
+    float, typer.Option(min=0, max=1, help="Fraction of the run after which the learning rate cools down.")
+]
+ExportOnly = Annotated[bool, typer.Option(help="Only write OUT from the latest checkpoint in WORK.")]
 
 
 def _steps(text: str, n: int) -> tuple[int, ...]:
@@ -18,23 +33,24 @@ def _steps(text: str, n: int) -> tuple[int, ...]:
 
 @app.command("dmdnet")
 def train_dmdnet_command(
-    data: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of 512x512 aligned sharp faces."),
-    out: Path = typer.Option(..., help="Weights file to write (fp16 safetensors)."),
-    work: Path | None = typer.Option(None, help="Checkpoints, logs and previews \\[default: OUT stem + .work]."),
-    steps: str = typer.Option(
-        "4000,3000,3000,2000", help="Steps of the 4 dictionary stages: init,forward,backward,buffer."
-    ),
-    ngf: int = typer.Option(16, help="Base width (the official checkpoint is 64)."),
-    banks: int = typer.Option(32, help="Generic dictionary items (the official checkpoint has 128)."),
-    batch: int = typer.Option(2, min=1),
-    lr: float = typer.Option(2e-4),
-    adv_start: int = typer.Option(2000, help="Step at which the adversarial loss starts."),
-    adv_scale: float = typer.Option(0.1, help="Scale of the paper's adversarial weights."),
-    seed: int = typer.Option(0),
-    threads: int | None = typer.Option(None, help="CPU threads for torch."),
-    bf16: bool = typer.Option(True, help="bf16 autocast on the CPU (AMX/AVX512-BF16)."),
-    val_every: int = typer.Option(500),
-    export_only: bool = typer.Option(False, help="Only write OUT from the latest checkpoint in WORK."),
+    data: Data,
+    out: Out,
+    work: Work = None,
+    steps: Annotated[
+        str, typer.Option(help="Steps of the 4 dictionary stages: init,forward,backward,buffer.")
+    ] = "4000,3000,3000,2000",
+    ngf: Annotated[int, typer.Option(help="Base width (the official checkpoint is 64).")] = 16,
+    banks: Annotated[int, typer.Option(help="Generic dictionary items (the official checkpoint has 128).")] = 32,
+    batch: Batch = 2,
+    lr: float = 2e-4,
+    adv_start: AdvStart = 2000,
+    adv_scale: Annotated[float, typer.Option(help="Scale of the paper's adversarial weights.")] = 0.1,
+    seed: int = 0,
+    threads: Threads = None,
+    bf16: Bf16 = True,
+    val_every: ValEvery = 500,
+    lr_decay_from: LrDecay = 0.6,
+    export_only: ExportOnly = False,
 ) -> None:
     """Train DMDNet with the paper's losses and generic-dictionary stages; resumes from WORK."""
     from facerestore_cli.models.dmdnet import Config
@@ -43,7 +59,7 @@ def train_dmdnet_command(
     opts = DMDNetTrainOptions(
         data=data, out=out, work_dir=work, config=Config(ngf=ngf, banks=banks), batch=batch,
         stage_steps=_steps(steps, 4), lr=lr, adv_start=adv_start, adv_scale=adv_scale, seed=seed,
-        threads=threads, bf16=bf16, val_every=val_every,
+        threads=threads, bf16=bf16, val_every=val_every, lr_decay_from=lr_decay_from,
     )  # fmt: skip
     path = DMDNetTrainer(opts).export_checkpoint() if export_only else train_dmdnet(opts)
     typer.echo(f"wrote {path}")
@@ -51,20 +67,21 @@ def train_dmdnet_command(
 
 @app.command("memgan")
 def train_memgan_command(
-    data: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of 512x512 aligned sharp faces."),
-    out: Path = typer.Option(..., help="Weights file to write (fp16 safetensors)."),
-    work: Path | None = typer.Option(None, help="Checkpoints, logs and previews \\[default: OUT stem + .work]."),
-    init: Path | None = typer.Option(None, help="Start from a file made by `weights import-stylegan2`."),
-    steps: int = typer.Option(10000, min=1),
-    width: float = typer.Option(0.25, help="Channel multiplier (the paper's model is 1.0)."),
-    batch: int = typer.Option(2, min=1),
-    lr: float = typer.Option(2e-4),
-    adv_start: int = typer.Option(2000, help="Step at which the adversarial loss starts."),
-    seed: int = typer.Option(0),
-    threads: int | None = typer.Option(None, help="CPU threads for torch."),
-    bf16: bool = typer.Option(True, help="bf16 autocast on the CPU (AMX/AVX512-BF16)."),
-    val_every: int = typer.Option(500),
-    export_only: bool = typer.Option(False, help="Only write OUT from the latest checkpoint in WORK."),
+    data: Data,
+    out: Out,
+    work: Work = None,
+    init: Annotated[Path | None, typer.Option(help="Start from a file made by `weights import-stylegan2`.")] = None,
+    steps: Annotated[int, typer.Option(min=1)] = 10000,
+    width: Annotated[float, typer.Option(help="Channel multiplier (the paper's model is 1.0).")] = 0.25,
+    batch: Batch = 2,
+    lr: float = 2e-4,
+    adv_start: AdvStart = 2000,
+    seed: int = 0,
+    threads: Threads = None,
+    bf16: Bf16 = True,
+    val_every: ValEvery = 500,
+    lr_decay_from: LrDecay = 0.6,
+    export_only: ExportOnly = False,
 ) -> None:
     """Train MemGAN with the paper's losses (eq. 13) and eq. 14 degradations; resumes from WORK."""
     from facerestore_cli.models.memgan import Config
@@ -73,6 +90,7 @@ def train_memgan_command(
     opts = MemGANTrainOptions(
         data=data, out=out, work_dir=work, config=Config(width=width), init=init, batch=batch, steps=steps,
         lr=lr, adv_start=adv_start, seed=seed, threads=threads, bf16=bf16, val_every=val_every,
+        lr_decay_from=lr_decay_from,
     )  # fmt: skip
     path = MemGANTrainer(opts).export_checkpoint() if export_only else train_memgan(opts)
     typer.echo(f"wrote {path}")

@@ -75,6 +75,8 @@ class Summary:
     interrupted: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     failures: list[dict[str, str | None]] = field(default_factory=list)
+    #: Which model and weights file (with its sha256) did the work, so a result can be traced later.
+    restorer: dict[str, Any] | None = None
 
     def add(self, report: ImageReport) -> None:
         self.images += 1

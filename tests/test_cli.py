@@ -34,7 +34,6 @@ from facerestore_cli.cli import _with_default_command, app
 from facerestore_cli.imagefile import load_photo
 
 FACERESTORE = shutil.which("facerestore")
-INTERIM_DMDNET = Path("/work/train/interim/dmdnet-interim.safetensors")
 SHARED_WHOLE = "data/eval-dev/realworld/whole"
 #: shared real-world photos in the album run, with the number of faces RetinaFace must find
 SHARED_PHOTOS = {
@@ -58,10 +57,15 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def facerestore(*args: str | Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def facerestore(*args: str | Path, timeout: float = 240, home: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed command; ``home`` gives it its own (empty) user folder for weights and caches."""
     assert FACERESTORE, "the facerestore console script is not installed in this environment"
+    env = clean_env()
+    if home is not None:
+        env["FACERESTORE_HOME"] = str(home)
+        env.pop("FACERESTORE_WEIGHTS", None)
     return subprocess.run(
-        [FACERESTORE, *map(str, args)], capture_output=True, timeout=timeout, env=clean_env(), stdin=subprocess.DEVNULL
+        [FACERESTORE, *map(str, args)], capture_output=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
     )
 
 
@@ -662,15 +666,6 @@ def test_upscale_2_doubles_the_photo_with_the_faces_pasted(tmp_path, astronaut_r
 # a real model
 
 
-@pytest.fixture(scope="module")
-def interim_weights(tmp_path_factory) -> Path:
-    if not INTERIM_DMDNET.exists():
-        pytest.skip(f"no interim DMDNet weights at {INTERIM_DMDNET}")
-    copy = tmp_path_factory.mktemp("weights") / "dmdnet.safetensors"
-    shutil.copy(INTERIM_DMDNET, copy)
-    return copy
-
-
 def photo_mask(rgb: np.ndarray) -> np.ndarray:
     """Where the faces' paste masks are above one half, in photo pixels (library code, in-process)."""
     from facerestore_cli.align import FACE_SIZE, align_face, footprint, warp_from_face
@@ -687,22 +682,28 @@ def photo_mask(rgb: np.ndarray) -> np.ndarray:
     return total > 0.5
 
 
-def test_real_model_changes_the_faces_and_nothing_else(tmp_path, astronaut_rgb, interim_weights):
+@pytest.mark.parametrize("method", ["dmdnet", "memgan"])
+def test_shipped_weights_restore_faces_and_nothing_else(tmp_path, astronaut_rgb, method):
+    """A fresh install, no network, no --weights: the shipped compact weights restore the faces."""
     colour = save(tmp_path / "in" / "astro.png", astronaut_rgb)
     grey = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2GRAY)
     save(tmp_path / "in" / "astro_bw.png", np.dstack([grey] * 3))
     report = tmp_path / "r.jsonl"
     proc = facerestore(
-        tmp_path / "in", "-m", "dmdnet", "--weights", interim_weights, "-o", tmp_path / "dmdnet", "--threads", "1",
-        "--report", report,
+        tmp_path / "in", "-m", method, "-o", tmp_path / method, "--threads", "1", "--report", report, "--json",
+        home=tmp_path / "home",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()
+    used = json.loads(proc.stdout)["restorer"]
+    shipped = Path(__file__).resolve().parents[1] / "weights" / f"{method}-compact.safetensors"
+    assert used["method"] == method and Path(used["weights"]).name == shipped.name
+    assert used["sha256"] == json.loads((shipped.parent / "MANIFEST.json").read_text())["files"][shipped.name]["sha256"]
     identity = invoke(colour, "-m", "none", "-o", tmp_path / "none")
     assert identity.exit_code == 0
     rows = read_report(report)
     assert rows["astro.png"]["faces_restored"] == rows["astro_bw.png"]["faces_restored"] == 1
     before = astronaut_rgb.astype(int)
-    after = load_photo(tmp_path / "dmdnet" / "astro.png").pixels.astype(int)
+    after = load_photo(tmp_path / method / "astro.png").pixels.astype(int)
     resampled = load_photo(tmp_path / "none" / "astro.png").pixels.astype(int)
     keep = away_from_faces(before.shape[:2], rows["astro.png"]["faces"])
     assert np.array_equal(after[keep], before[keep])
@@ -713,6 +714,6 @@ def test_real_model_changes_the_faces_and_nothing_else(tmp_path, astronaut_rgb, 
     assert (by_model.max(axis=1) > 0).mean() > 0.5 and by_model.mean() > 1.5, by_model.mean()
     assert np.abs(resampled - before)[inside].mean() < 3.5  # resampling alone changes little
     # a black-and-white photo saved as RGB gets a grey face, not a coloured one
-    bw = load_photo(tmp_path / "dmdnet" / "astro_bw.png").pixels.astype(int)
+    bw = load_photo(tmp_path / method / "astro_bw.png").pixels.astype(int)
     assert np.array_equal(bw[..., 0], bw[..., 1]) and np.array_equal(bw[..., 1], bw[..., 2])
     assert np.abs(bw[..., 0] - grey)[inside].mean() > 2

@@ -6,6 +6,7 @@ this checks the machinery, not the quality (bench/quality.py measures that on th
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -154,3 +155,21 @@ def test_divergence_guard_tells_a_collapse_from_noise() -> None:
     guard.reset()
     guard.add(float("nan"))
     assert not guard.diverged()  # too few values after a reset to judge
+
+
+def test_learning_rate_cools_down_at_the_end(faces_dir: Path, tmp_path: Path) -> None:
+    from facerestore_cli.train.common import lr_factor
+
+    assert lr_factor(0, 100, 0.6) == lr_factor(60, 100, 0.6) == 1.0
+    values = [lr_factor(s, 100, 0.6) for s in range(60, 101)]
+    assert all(a > b for a, b in itertools.pairwise(values))
+    assert values[-1] == pytest.approx(0.01) and lr_factor(80, 100, 0.6) == pytest.approx(0.505)
+    assert lr_factor(99, 100, 1.0) == 1.0  # decay switched off
+
+    trainer = DMDNetTrainer(dmd_options(faces_dir, tmp_path))
+    base = [g["lr"] for g in trainer.opt_g.param_groups]
+    trainer.apply_lr(0.25)
+    assert [g["lr"] for g in trainer.opt_g.param_groups] == pytest.approx([b * 0.25 for b in base])
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(trainer.opts.lr * 0.25)
+    trainer.apply_lr(1.0)  # a factor of the starting rate, not of the current one
+    assert [g["lr"] for g in trainer.opt_g.param_groups] == pytest.approx(base)

@@ -370,6 +370,13 @@ class _FeatureLoss(nn.Module):
         """One line saying what this loss really computes (VGG19 or which stand-in, and why)."""
         return self._description
 
+    def _vgg_pair(self, pred: Tensor, target: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """VGG19 features of both; the target's carry no graph unless the target itself needs one."""
+        fp = self.vgg(pred, self.layers)
+        with torch.set_grad_enabled(target.requires_grad and torch.is_grad_enabled()):
+            ft = self.vgg(target, self.layers)
+        return fp, ft
+
 
 class PerceptualLoss(_FeatureLoss):
     """DMDNet eq. 12 (``kind="dmdnet"``: MSE of relu1_2…relu4_4, each normalised by CᵢHᵢWᵢ, summed)
@@ -412,9 +419,7 @@ class PerceptualLoss(_FeatureLoss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.vgg is not None:
-            fp = self.vgg(pred, self.layers)
-            with torch.set_grad_enabled(target.requires_grad and torch.is_grad_enabled()):
-                ft = self.vgg(target, self.layers)
+            fp, ft = self._vgg_pair(pred, target)
             crit = F.mse_loss if self.kind == "dmdnet" else F.l1_loss
             return sum(crit(fp[name], ft[name]) for name in self.layers)
         return structure_loss(pred, target, self.scales, self.gradient_weight)
@@ -483,9 +488,7 @@ class StyleLoss(_FeatureLoss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.vgg is not None:
-            fp = self.vgg(pred, self.layers)
-            with torch.set_grad_enabled(target.requires_grad and torch.is_grad_enabled()):
-                ft = self.vgg(target, self.layers)
+            fp, ft = self._vgg_pair(pred, target)
             total = []
             for name in self.layers:
                 d = (gram(fp[name]) - gram(ft[name])) ** 2
