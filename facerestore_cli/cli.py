@@ -174,11 +174,7 @@ def _restore_album(options, found, plan, writer, quiet: bool):
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
-    info = pipeline.restorer.info
-    summary = Summary(restorer={
-        "method": info.method, "weights": str(info.weights) if info.weights else None, "sha256": info.sha256,
-        "device": info.device, "dtype": info.dtype,
-    })  # fmt: skip
+    summary = Summary(restorer=pipeline.restorer.info.to_json())
     for p in found.problems:  # inputs that could not even be listed are failures of this run too
         r = ImageReport(input=p.spec, status="failed", reason=p.reason, error=p.message)
         summary.add(r)

@@ -270,8 +270,6 @@ class Pipeline:
             else:
                 threshold, margin = self.routing_defaults
                 index = PeopleIndex([self.single], threshold=threshold, margin=margin, embedder=embedder.name)
-            if index.embedder != embedder.name:  # a centroid only means something in its own embedder's space
-                raise DictionaryError(f"people compiled with {index.embedder} cannot route {embedder.name} embeddings")
             for w, emb in zip(work, embeddings, strict=True):
                 w.route = index.route(emb)
                 w.report.embedder = embedder.name

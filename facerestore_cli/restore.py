@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ class RestorerInfo:
     config: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     dtype: str = "float32"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "weights": None if self.weights is None else str(self.weights)}
 
 
 class Restorer(ABC):
