@@ -343,9 +343,9 @@ def people_command(
     for person in folders:
         files = reference_files(person)
         key = dictionary_key(files, sha, dictionary_settings(detector, embedder_name)) if files else None
-        hit = cache.load(key) if key else None
-        used = int(hit[1].get("used", 0)) if hit else None
-        rows.append({"person": person.name, "photos": len(files), "cached": hit is not None, "used": used})
+        meta = cache.peek(key) if key else None
+        used = int(meta.get("used", 0)) if meta else None
+        rows.append({"person": person.name, "photos": len(files), "cached": meta is not None, "used": used})
     if json_out:
         typer.echo(json.dumps(rows))
         return

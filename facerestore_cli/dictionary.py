@@ -123,6 +123,26 @@ class DictionaryCache:
             return None
         return tensors, meta
 
+    def peek(self, key: str) -> dict[str, Any] | None:
+        """The metadata of an entry from its header alone, or ``None`` when absent or unreadable.
+
+        For listings: it reads a few kilobytes where :meth:`load` reads and hashes every tensor, so
+        a folder of many people lists quickly. The tensors are still verified when the entry is used.
+        """
+        path = self.path_for(key)
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception:
+            return None
+        if meta.get("format") != str(DICTIONARY_FORMAT) or meta.get("key") != key:
+            return None
+        return meta
+
     def save(self, key: str, tensors: dict[str, Any], metadata: dict[str, str]) -> Path:
         """Write an entry atomically, with its key and the digest of its tensors in the metadata."""
         from safetensors.torch import save_file

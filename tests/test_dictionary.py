@@ -89,6 +89,19 @@ def test_cache_root_follows_environment(monkeypatch, tmp_path):
     assert cache_root() == Path.home() / ".cache" / "facerestore"
 
 
+def test_peek_reads_only_what_load_would_trust(tmp_path):
+    cache = DictionaryCache(tmp_path)
+    assert cache.peek("abc") is None
+    cache.save("abc", {"x": torch.ones(3)}, {"format": "1", "used": "2", "person": "eileen"})
+    meta = cache.peek("abc")
+    assert meta is not None and meta["used"] == "2" and meta["person"] == "eileen"
+    assert cache.path_for("abc").is_file()  # peeking never deletes
+    shutil.copy(cache.path_for("abc"), cache.path_for("other"))  # an entry filed under the wrong key
+    assert cache.peek("other") is None
+    cache.path_for("abc").write_bytes(b"not a safetensors file")
+    assert cache.peek("abc") is None
+
+
 def test_compiles_once_then_hits(pipeline, eileen, cache_dir):
     first = pipeline.compile_person(eileen)
     assert not first.from_cache
