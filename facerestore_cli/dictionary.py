@@ -102,29 +102,27 @@ class DictionaryCache:
         key, and its tensors still hash to the digest stored with them: a flipped byte is rebuilt too.
         """
         path = self.path_for(key)
-        if not path.is_file():
-            return None
-        from safetensors import safe_open
+        meta = self.peek(key)
+        tensors: dict[str, Any] = {}
+        if meta is not None:
+            from safetensors import safe_open
 
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-            ok = (
-                meta.get("format") == str(DICTIONARY_FORMAT)
-                and meta.get("key") == key
-                and any(not k.startswith("_") for k in tensors)
-                and meta.get("tensors_sha256") == tensors_digest(tensors)
-            )
-        except Exception:  # a damaged entry is rebuilt, never trusted
-            ok = False
-        if not ok:
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            except Exception:  # a damaged entry is rebuilt, never trusted
+                tensors = {}
+        if (
+            meta is None
+            or not any(not k.startswith("_") for k in tensors)
+            or meta.get("tensors_sha256") != tensors_digest(tensors)
+        ):
             path.unlink(missing_ok=True)
             return None
         return tensors, meta
 
     def peek(self, key: str) -> dict[str, Any] | None:
-        """The metadata of an entry from its header alone, or ``None`` when absent or unreadable.
+        """The metadata of an entry from its header alone, or ``None`` when absent, unreadable or not ours.
 
         For listings: it reads a few kilobytes where :meth:`load` reads and hashes every tensor, so
         a folder of many people lists quickly. The tensors are still verified when the entry is used.
