@@ -89,7 +89,7 @@ def test_cache_root_follows_environment(monkeypatch, tmp_path):
     assert cache_root() == Path.home() / ".cache" / "facerestore"
 
 
-def test_peek_reads_only_what_load_would_trust(tmp_path):
+def test_peek_reads_the_header_of_our_own_entries_only(tmp_path):
     cache = DictionaryCache(tmp_path)
     assert cache.peek("abc") is None
     cache.save("abc", {"x": torch.ones(3)}, {"format": "1", "used": "2", "person": "eileen"})
