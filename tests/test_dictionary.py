@@ -19,6 +19,7 @@ from conftest import shared_path
 from skimage import data
 
 from facerestore_cli.dictionary import (
+    DICTIONARY_FORMAT,
     DictionaryCache,
     DictionaryError,
     cache_root,
@@ -92,7 +93,7 @@ def test_cache_root_follows_environment(monkeypatch, tmp_path):
 def test_peek_reads_the_header_of_our_own_entries_only(tmp_path):
     cache = DictionaryCache(tmp_path)
     assert cache.peek("abc") is None
-    cache.save("abc", {"x": torch.ones(3)}, {"format": "1", "used": "2", "person": "eileen"})
+    cache.save("abc", {"x": torch.ones(3)}, {"format": str(DICTIONARY_FORMAT), "used": "2", "person": "eileen"})
     meta = cache.peek("abc")
     assert meta is not None and meta["used"] == "2" and meta["person"] == "eileen"
     assert cache.path_for("abc").is_file()  # peeking never deletes
