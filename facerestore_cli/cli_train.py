@@ -31,6 +31,16 @@ def _steps(text: str, n: int) -> tuple[int, ...]:
     return parts
 
 
+def _probabilities(text: str, n: int) -> tuple[float, ...]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != n or any(p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise typer.BadParameter(f"expected {n} comma-separated probabilities that sum to 1")
+    return parts
+
+
 @app.command("dmdnet")
 def train_dmdnet_command(
     data: Data,
@@ -45,6 +55,9 @@ def train_dmdnet_command(
     lr: float = 2e-4,
     adv_start: AdvStart = 2000,
     adv_scale: Annotated[float, typer.Option(help="Scale of the paper's adversarial weights.")] = 0.1,
+    refs_probs: Annotated[
+        str, typer.Option(help="How often a batch has 0, 1 or 2 references (0 trains the generic path alone).")
+    ] = "0.3,0.3,0.4",
     seed: int = 0,
     threads: Threads = None,
     bf16: Bf16 = True,
@@ -59,6 +72,7 @@ def train_dmdnet_command(
     opts = DMDNetTrainOptions(
         data=data, out=out, work_dir=work, config=Config(ngf=ngf, banks=banks), batch=batch,
         stage_steps=_steps(steps, 4), lr=lr, adv_start=adv_start, adv_scale=adv_scale, seed=seed,
+        refs_choices=(0, 1, 2), refs_probs=_probabilities(refs_probs, 3),
         threads=threads, bf16=bf16, val_every=val_every, lr_decay_from=lr_decay_from,
     )  # fmt: skip
     path = DMDNetTrainer(opts).export_checkpoint() if export_only else train_dmdnet(opts)

@@ -106,6 +106,24 @@ def test_dmdnet_runs_every_stage_resumes_and_exports(faces_dir: Path, tmp_path: 
     assert load_weights(out).metadata["training"]["steps"] == 5
 
 
+def test_train_command_passes_reference_probabilities(faces_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facerestore_cli.cli_train import app
+
+    out = tmp_path / "dmd.safetensors"
+    common = ["dmdnet", "--data", str(faces_dir), "--out", str(out), "--ngf", "4", "--banks", "3", "--batch", "1"]
+    bad = CliRunner().invoke(app, [*common, "--refs-probs", "0.5,0.6,0"])
+    assert bad.exit_code == 2 and "sum to 1" in bad.output and not out.exists()
+
+    tiny = ["--steps", "1,0,0,1", "--threads", "1", "--no-bf16", "--adv-start", "100", "--refs-probs", "0,0,1"]
+    result = CliRunner().invoke(app, [*common, *tiny])
+    assert result.exit_code == 0, result.output
+    assert load_weights(out).metadata["training"]["options"]["refs_probs"] == [0.0, 0.0, 1.0]
+    steps = [line for line in (tmp_path / "dmd.work" / "log.jsonl").read_text().splitlines() if '"stage"' in line]
+    assert steps and all('"refs": 2' in line for line in steps)
+
+
 def test_dmdnet_training_is_seeded(faces_dir: Path, tmp_path: Path) -> None:
     def first_loss(folder: Path) -> float:
         opts = dmd_options(faces_dir, folder, stage_steps=(1, 0, 0, 0))
