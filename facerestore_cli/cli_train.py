@@ -24,19 +24,24 @@ LrDecay = Annotated[
 ExportOnly = Annotated[bool, typer.Option(help="Only write OUT from the latest checkpoint in WORK.")]
 
 
-def _steps(text: str, n: int) -> tuple[int, ...]:
-    parts = tuple(int(p) for p in text.split(","))
+def _numbers(text: str, n: int, cast: type, what: str) -> tuple:
+    """``n`` comma-separated non-negative numbers; anything else is a usage error (exit 2), not a traceback."""
+    try:
+        parts = tuple(cast(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
     if len(parts) != n or any(p < 0 for p in parts):
-        raise typer.BadParameter(f"expected {n} comma-separated step counts")
+        raise typer.BadParameter(f"expected {n} comma-separated {what}")
     return parts
 
 
+def _steps(text: str, n: int) -> tuple[int, ...]:
+    return _numbers(text, n, int, "step counts")
+
+
 def _probabilities(text: str, n: int) -> tuple[float, ...]:
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != n or any(p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+    parts = _numbers(text, n, float, "probabilities that sum to 1")
+    if abs(sum(parts) - 1) > 1e-6:
         raise typer.BadParameter(f"expected {n} comma-separated probabilities that sum to 1")
     return parts
 

@@ -115,6 +115,8 @@ def test_train_command_passes_reference_probabilities(faces_dir: Path, tmp_path:
     common = ["dmdnet", "--data", str(faces_dir), "--out", str(out), "--ngf", "4", "--banks", "3", "--batch", "1"]
     bad = CliRunner().invoke(app, [*common, "--refs-probs", "0.5,0.6,0"])
     assert bad.exit_code == 2 and "sum to 1" in bad.output and not out.exists()
+    bad_steps = CliRunner().invoke(app, [*common, "--steps", "1,x,0,1"])
+    assert bad_steps.exit_code == 2 and "step counts" in bad_steps.output and not out.exists()
 
     tiny = ["--steps", "1,0,0,1", "--threads", "1", "--no-bf16", "--adv-start", "100", "--refs-probs", "0,0,1"]
     result = CliRunner().invoke(app, [*common, *tiny])
