@@ -60,6 +60,9 @@ def train_dmdnet_command(
     lr: float = 2e-4,
     adv_start: AdvStart = 2000,
     adv_scale: Annotated[float, typer.Option(help="Scale of the paper's adversarial weights.")] = 0.1,
+    low_freq: Annotated[
+        float, typer.Option(help="Weight of our tone/colour term (L1 of block averages; not in the paper, 0 = off).")
+    ] = 0.0,
     refs_probs: Annotated[
         str, typer.Option(help="How often a batch has 0, 1 or 2 references (0 trains the generic path alone).")
     ] = "0.3,0.3,0.4",
@@ -77,7 +80,7 @@ def train_dmdnet_command(
     opts = DMDNetTrainOptions(
         data=data, out=out, work_dir=work, config=Config(ngf=ngf, banks=banks), batch=batch,
         stage_steps=_steps(steps, 4), lr=lr, adv_start=adv_start, adv_scale=adv_scale, seed=seed,
-        refs_choices=(0, 1, 2), refs_probs=_probabilities(refs_probs, 3),
+        low_freq=low_freq, refs_choices=(0, 1, 2), refs_probs=_probabilities(refs_probs, 3),
         threads=threads, bf16=bf16, val_every=val_every, lr_decay_from=lr_decay_from,
     )  # fmt: skip
     path = DMDNetTrainer(opts).export_checkpoint() if export_only else train_dmdnet(opts)

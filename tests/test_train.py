@@ -7,6 +7,7 @@ this checks the machinery, not the quality (bench/quality.py measures that on th
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import cv2
@@ -89,6 +90,10 @@ def test_dmdnet_runs_every_stage_resumes_and_exports(faces_dir: Path, tmp_path: 
     assert loaded.config == {"ngf": 4, "banks": 3}
     assert loaded.metadata["training"]["steps"] == 4
     assert all(t.dtype == torch.float16 for t in loaded.tensors.values())
+    val = loaded.metadata["validation"]
+    for scale, name in itertools.product((4, 8), ("input", "generic", "refs")):
+        # tone (16 px block averages) survives degradation better than the full image does
+        assert val[f"x{scale}_{name}_tone_psnr"] > val[f"x{scale}_{name}_psnr"]
     # the exported file restores through the same restorer the CLI uses
     from facerestore_cli.landmarks import default_predictor
     from facerestore_cli.restore import DMDNetRestorer
@@ -106,7 +111,7 @@ def test_dmdnet_runs_every_stage_resumes_and_exports(faces_dir: Path, tmp_path: 
     assert load_weights(out).metadata["training"]["steps"] == 5
 
 
-def test_train_command_passes_reference_probabilities(faces_dir: Path, tmp_path: Path) -> None:
+def test_train_command_passes_its_options(faces_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from facerestore_cli.cli_train import app
@@ -119,11 +124,14 @@ def test_train_command_passes_reference_probabilities(faces_dir: Path, tmp_path:
     assert bad_steps.exit_code == 2 and "step counts" in bad_steps.output and not out.exists()
 
     tiny = ["--steps", "1,0,0,1", "--threads", "1", "--no-bf16", "--adv-start", "100", "--refs-probs", "0,0,1"]
-    result = CliRunner().invoke(app, [*common, *tiny])
+    result = CliRunner().invoke(app, [*common, *tiny, "--low-freq", "5"])
     assert result.exit_code == 0, result.output
-    assert load_weights(out).metadata["training"]["options"]["refs_probs"] == [0.0, 0.0, 1.0]
-    steps = [line for line in (tmp_path / "dmd.work" / "log.jsonl").read_text().splitlines() if '"stage"' in line]
-    assert steps and all('"refs": 2' in line for line in steps)
+    options = load_weights(out).metadata["training"]["options"]
+    assert options["refs_probs"] == [0.0, 0.0, 1.0] and options["low_freq"] == 5.0
+    lines = (tmp_path / "dmd.work" / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(line) for line in lines if '"stage"' in line]
+    assert steps and all(s["refs"] == 2 for s in steps)
+    assert all(s["low"] > 0 for s in steps)  # the tone term was computed and is part of the loss
 
 
 def test_dmdnet_training_is_seeded(faces_dir: Path, tmp_path: Path) -> None:

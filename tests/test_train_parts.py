@@ -284,6 +284,21 @@ def test_fallback_losses_are_reported_zero_on_equal_and_differentiable(astronaut
     assert float(style(lq8, hq)) > float(style(lq, hq))
 
 
+def test_low_frequency_loss_sees_tone_and_not_detail(astronaut_face):
+    hq = to_tensor(cv2.resize(astronaut_face, (128, 128), interpolation=cv2.INTER_AREA))
+    _check_loss(L.low_frequency_loss, hq, hq + 0.05)
+    # a uniform shift counts in full at every block size
+    assert float(L.low_frequency_loss(hq + 0.05, hq)) == pytest.approx(0.05, rel=1e-4)
+    # zero-mean detail finer than the smallest block does not count at all, though MSE sees it
+    checker = (torch.arange(128)[:, None] + torch.arange(128)[None, :]) % 2 * 0.2 - 0.1
+    detailed = hq + checker
+    assert float(L.low_frequency_loss(detailed, hq)) == pytest.approx(0.0, abs=1e-6)
+    assert float(L.mse_loss(detailed, hq)) > 1e-3
+    # a slow tone drift (dark to light across the face) does count
+    ramp = torch.linspace(-0.1, 0.1, 128)[None, None, None, :]
+    assert float(L.low_frequency_loss(hq + ramp, hq)) > 0.04
+
+
 def test_explicit_missing_vgg_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         L.PerceptualLoss(vgg=tmp_path / "nope.pth")

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from facerestore_cli.train.losses import ssim
@@ -343,6 +344,8 @@ def validate_restorers(
 
     ``restorers`` maps a name to ``fn(lq_tensor, index, hq_uint8) -> tensor``; the degraded input is
     scored too (``input``). A preview grid of the first four faces is written to ``grid_path``.
+    ``tone_psnr`` is the PSNR of 16 px block averages (32×32 thumbnails of a 512 face): tone and colour
+    only, where a restorer should never do worse than its input.
     """
     from facerestore_cli.train.data import read_rgb
     from facerestore_cli.train.degrade import degrade, fixed_degradation
@@ -361,6 +364,8 @@ def validate_restorers(
                 for name, y in outputs.items():
                     results.setdefault(f"x{scale}_{name}_psnr", []).append(float(psnr(y, hq)))
                     results.setdefault(f"x{scale}_{name}_ssim", []).append(float(ssim01(y, hq)))
+                    tone = psnr(F.avg_pool2d(y, 16), F.avg_pool2d(hq, 16))
+                    results.setdefault(f"x{scale}_{name}_tone_psnr", []).append(float(tone))
                 row += [to_uint8(y)[0] for y in outputs.values()]
             rows.append(row)
     save_grid(grid_path, rows[:4], scale=0.25)

@@ -22,7 +22,8 @@ The extractor of the generic dictionary (F_gen) and of the specific one (F_spe) 
 Losses (eq. 11–18): 300·MSE + perceptual + 0.1·style + the multi-scale SNGAN hinge with λ_r = {4, 1,
 0.5}. Without a pretrained VGG19 the perceptual and style terms use the stand-ins documented in
 :mod:`facerestore_cli.train.losses`, and the adversarial term is scaled by ``adv_scale`` (0.1 by
-default) because a short CPU schedule cannot afford the fidelity the full weight costs.
+default) because a short CPU schedule cannot afford the fidelity the full weight costs. ``low_freq``
+adds our :func:`~facerestore_cli.train.losses.low_frequency_loss` (not in the paper; 0 leaves it out).
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ from facerestore_cli.train.data import (
     reference_view,
 )
 from facerestore_cli.train.discriminators import MultiScaleSNDiscriminator
-from facerestore_cli.train.losses import DMDNetLossWeights, feature_losses, hinge_d_loss, hinge_g_loss, mse_loss
+from facerestore_cli.train.losses import (
+    DMDNetLossWeights,
+    feature_losses,
+    hinge_d_loss,
+    hinge_g_loss,
+    low_frequency_loss,
+    mse_loss,
+)
 
 STAGES = ("init", "forward", "backward", "buffer")
 
@@ -57,6 +65,7 @@ class DMDNetTrainOptions(common.TrainOptions):
     refresh_items: int = 2
     gamma_init: float = 0.9
     adv_scale: float = 0.1
+    low_freq: float = 0.0
     disc_width: int = 16
 
     @property
@@ -269,6 +278,10 @@ class DMDNetTrainer(common.TrainerBase):
         l_perc = self.perceptual(out, hq)
         l_style = self.style(out, hq) if self.style is not None else out.new_zeros(())
         loss = self.weights.mse * l_mse + self.weights.perceptual * l_perc + self.weights.style * l_style
+        l_low = out.new_zeros(())
+        if opts.low_freq > 0:
+            l_low = low_frequency_loss(out, hq)
+            loss = loss + opts.low_freq * l_low
         adv = opts.adv_scale > 0 and self.step >= opts.adv_start
         l_g = out.new_zeros(())
         if adv:
@@ -295,7 +308,7 @@ class DMDNetTrainer(common.TrainerBase):
             l_d.backward()
             self.opt_d.step()
         self.step += 1
-        losses = {"loss": loss, "mse": l_mse, "perc": l_perc, "style": l_style, "g_adv": l_g, "d": l_d}
+        losses = {"loss": loss, "mse": l_mse, "perc": l_perc, "style": l_style, "low": l_low, "g_adv": l_g, "d": l_d}
         return {
             "step": self.step,
             "stage": stage,
