@@ -100,7 +100,7 @@ def low_frequency_loss(pred: Tensor, target: Tensor, factors: Sequence[int] = (8
     faces at x4: 37.5 dB against the input's 40.1, the ``tone_psnr`` validation figure). Pasting
     into a photo matches tone anyway (:func:`facerestore_cli.paste.match_tone`), but ``--aligned`` crops
     and the model itself are judged on the raw output, and there the shift cost identity: on the dev
-    pairs, the faces whose tone drifted more lost more identity (r = 0.43). L1 keeps pushing when the
+    pairs, the faces whose tone drifted more lost more identity (r = 0.44). L1 keeps pushing when the
     shift is small, and only block averages enter, so fine detail stays with the other terms.
     """
     losses = [F.l1_loss(F.avg_pool2d(pred, f), F.avg_pool2d(target, f)) for f in factors]
