@@ -95,13 +95,14 @@ def low_frequency_loss(pred: Tensor, target: Tensor, factors: Sequence[int] = (8
 
     Not in either paper. A restorer should keep the tone and colour that even a badly degraded input
     still carries. The pixel loss weighs a tone shift by its tiny square, and the structure, texture and
-    adversarial terms cannot see one. DMDNet trained 9,500 steps without this term returned faces whose
-    32×32 thumbnails were further from the originals than the degraded inputs' were (held-out training
-    faces at x4: 37.5 dB against the input's 40.1, the ``tone_psnr`` validation figure). Pasting
-    into a photo matches tone anyway (:func:`facerestore_cli.paste.match_tone`), but ``--aligned`` crops
-    and the model itself are judged on the raw output, and there the shift cost identity: on the dev
-    pairs, the faces whose tone drifted more lost more identity (r = 0.44). L1 keeps pushing when the
-    shift is small, and only block averages enter, so fine detail stays with the other terms.
+    adversarial terms hardly see one (only SSIM's luminance factor does, weakly). DMDNet trained 9,500
+    steps without this term returned faces whose 32×32 thumbnails were further from the originals than
+    the degraded inputs' were (held-out training faces at x4: 37.5 dB against the input's 40.1, the
+    ``tone_psnr`` validation figure). Pasting into a photo matches tone anyway
+    (:func:`facerestore_cli.paste.match_tone`), but ``--aligned`` crops and the model itself are judged
+    on the raw output, and there the shift cost identity: on the dev pairs, the faces whose tone
+    drifted more lost more identity (r = 0.44). L1 keeps pushing when the shift is small, and only
+    block averages enter, so fine detail stays with the other terms.
     """
     losses = [F.l1_loss(F.avg_pool2d(pred, f), F.avg_pool2d(target, f)) for f in factors]
     return torch.stack(losses).mean()
