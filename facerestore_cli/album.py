@@ -159,6 +159,40 @@ def discover_inputs(specs: list[str], *, recursive: bool = False, exclude: Path 
     return out
 
 
+#: Leading bytes of the image formats a user may keep (more than we read: GIF, HEIF, raw TIFFs...).
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"II*\x00", b"MM\x00*", b"BM", b"RIFF")
+_IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".gif", ".avif", ".dng"}
+)
+
+
+def _looks_like_image(path: Path) -> bool:
+    if path.suffix.lower() in _IMAGE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith(_IMAGE_MAGIC) or head[4:8] == b"ftyp"
+
+
+def check_side_file(path: Path, items: list[InputItem], option: str) -> None:
+    """Refuse a file the run would write beside its photos (``--report``) where it would destroy one.
+
+    A forgotten value makes the shell hand the next word to the option: ``--report *.jpg`` would
+    truncate the first photo into JSON. So the path may be neither an input nor any existing image
+    file, nor a folder. Raises ``ValueError`` (a usage error, before any work).
+    """
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; give a file name, e.g. {path / 'report.jsonl'}")
+    target = path.resolve()
+    if any(item.path.resolve() == target for item in items):
+        raise ValueError(f"{option} {path}: that is one of the photos to restore; give the {option} file a name")
+    if path.exists() and _looks_like_image(path):
+        raise ValueError(f"{option} {path}: refusing to overwrite an image file (did you forget the file name?)")
+
+
 def _relative(path: Path, root: Path) -> Path:
     try:
         rel = path.relative_to(root)
@@ -215,29 +249,31 @@ class OutputPlan:
         return rel.stem + self.effective_suffix + (self.ext or rel.suffix)
 
     def drop_previous_outputs(self, items: list[InputItem]) -> tuple[list[InputItem], list[InputItem]]:
-        """Without ``-o``, results sit next to their inputs: a second run over the same folder would
-        find ``photo_restored.jpg`` beside ``photo.jpg`` and restore it again. Inputs that are exactly
-        the output another input of this run would write are left out (returned second)."""
-        if self.out_dir is not None or self.in_place or not self.effective_suffix:
+        """Results that sit among the inputs (no ``-o``, or ``-o`` the input folder with ``--suffix``):
+        a second run over the same folder would find ``photo_restored.jpg`` beside ``photo.jpg`` and
+        restore it again. Inputs that are exactly the output another input of this run would write are
+        left out (returned second)."""
+        if self.in_place or (not self.effective_suffix and self.ext is None):
             return items, []
-        outputs = {item.path.with_name(self._name(item)).resolve() for item in items}
+        outputs = {self._target(item).resolve() for item in items}
         kept = [i for i in items if i.path.resolve() not in outputs]
         dropped = [i for i in items if i.path.resolve() in outputs]
         return kept, dropped
+
+    def _target(self, item: InputItem) -> Path:
+        if self.out_dir is not None:
+            return self.out_dir / item.relative.parent / self._name(item)
+        return item.path.with_name(self._name(item))
 
     def output_for(self, item: InputItem) -> Path:
         """The output path of ``item``; raises :class:`OutputError` when it would be unsafe."""
         if self.in_place:
             return item.path
-        rel = item.relative
-        name = self._name(item)
+        target = self._target(item)
         if self.out_dir is not None:
-            target = self.out_dir / rel.parent / name
             root = os.path.abspath(self.out_dir)
             if os.path.commonpath([root, os.path.abspath(target)]) != root:
                 raise OutputError("unsafe-path", f"{item.path}: output {target} would escape {self.out_dir}")
-        else:
-            target = item.path.with_name(name)
         key = target.resolve()
         if key in self._inputs:
             raise OutputError(

@@ -111,7 +111,7 @@ def restore_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary table."),
 ) -> None:
     """Restore the faces of photos, folders or globs."""
-    from facerestore_cli.album import OutputPlan, discover_inputs
+    from facerestore_cli.album import OutputPlan, check_side_file, discover_inputs
     from facerestore_cli.pipeline import RestoreOptions
     from facerestore_cli.report import ReportWriter
 
@@ -144,6 +144,10 @@ def restore_command(
         _fail_setup(f"no photos to restore{hint}")
     writer = None
     if report:
+        try:
+            check_side_file(report, found.items, "--report")
+        except ValueError as exc:
+            _fail_setup(str(exc))
         try:
             writer = ReportWriter(report)
         except OSError as exc:
@@ -462,15 +466,27 @@ def weights_import_stylegan2(
 
 
 @weights_app.command("verify")
-def weights_verify() -> None:
-    """Re-hash every weights file listed in a manifest."""
+def weights_verify(
+    weights: Path | None = typer.Option(None, help="Also check this weights file or folder (as restore's --weights)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+) -> None:
+    """Re-hash every weights file listed in a manifest, and check the files a restore would use."""
+    from facerestore_cli.restore import METHODS
     from facerestore_cli.weights import verify_all
 
-    results = verify_all()
-    table = Table("status", "origin", "file")
-    for r in results:
-        table.add_row("[green]ok[/]" if r.ok else f"[red]{r.status}[/]", r.origin, escape(str(r.path)))
-    err.print(table)
+    results = verify_all(weights, methods=tuple(m for m in METHODS if m != "none"))
+    if json_out:
+        rows = [{**r.__dict__, "path": str(r.path), "ok": r.ok} for r in results]
+        typer.echo(json.dumps(rows))
+    else:
+        table = Table("status", "in use for", "origin", "file")
+        for r in results:
+            status = "[green]ok[/]" if r.status == "ok" else ("[yellow]unlisted[/]" if r.ok else f"[red]{r.status}[/]")
+            table.add_row(status, r.in_use_for or "", r.origin, escape(str(r.path)))
+        err.print(table)
+        for r in results:
+            if r.detail:
+                err.print(f"[red]✗[/] {escape(r.detail)}")
     raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
 

@@ -47,8 +47,22 @@ from facerestore_cli.imagefile import (
 from facerestore_cli.paste import LUMA, PasteJob, face_mask, match_tone, paste_faces
 from facerestore_cli.people import PeopleIndex, Person, Route
 from facerestore_cli.report import FaceReport, ImageReport, ReportWriter, Summary
+from facerestore_cli.restore import output_problem
 
 STAGES = ("decode", "detect", "align", "route", "restore", "paste", "encode")
+
+
+class RestoredFaceRejected(Exception):
+    """A restored face failed :func:`restore.output_problem`: its photo fails and is not written.
+
+    Failing the whole photo (rather than pasting the other faces) keeps the rule that a photo counts
+    as done only when all of it is: a ``--skip-existing`` rerun retries it, ``--in-place`` never
+    replaces the original, and the exit code says something went wrong.
+    """
+
+    def __init__(self, message: str, faces: list[FaceReport]) -> None:
+        super().__init__(message)
+        self.faces = faces
 
 
 @dataclass
@@ -324,8 +338,15 @@ class Pipeline:
                 with self._lock:  # one model, many threads: keep its batches whole
                     out = self.restorer.restore(crops, marks, dictionary)
                 for w, face in zip(group, out, strict=True):
-                    w.restored = face
-                    w.report.restored = True
+                    problem = output_problem(w.aligned.image, face)
+                    if problem is None:
+                        w.restored = face
+                        w.report.restored = True
+                    else:
+                        w.report.error = problem
+        rejected = [w.report for w in work if w.report.error]
+        if rejected:
+            raise RestoredFaceRejected(rejected[0].error or "", [w.report for w in work])
 
     def restore_photo(self, photo: Photo, timer: StageTimer | None = None) -> PhotoResult:
         """Restore every selected face of an in-memory photo; the photo's metadata is kept as is."""
@@ -344,7 +365,11 @@ class Pipeline:
         with timer("route"):
             self._route(work)
         if work:
-            self._restore(work, timer)
+            try:
+                self._restore(work, timer)
+            except RestoredFaceRejected as exc:
+                exc.faces = reports
+                raise
         with timer("paste"):
             pixels = photo.pixels
             if self.options.upscale > 1:
@@ -458,6 +483,9 @@ class Pipeline:
             report.faces_skipped = report.faces_found - report.faces_restored
             work = (item.path, photo, result, output)
         except Exception as exc:
+            if isinstance(exc, RestoredFaceRejected):
+                report.faces = exc.faces
+                report.faces_found = len(exc.faces)
             _fail(report, item.path, exc)
         report.timings = timer.times
         report.seconds = time.perf_counter() - started
@@ -621,6 +649,9 @@ def _fail(report: ImageReport, path: Path, exc: BaseException) -> None:
     report.status = "failed"
     if isinstance(exc, ImageFileError):
         report.reason, report.error = exc.reason, str(exc)
+    elif isinstance(exc, RestoredFaceRejected):
+        report.reason = "restorer-output"
+        report.error = f"{path}: {exc}; the photo was left as it was"
     elif isinstance(exc, DictionaryError):
         report.reason, report.error = "references", str(exc)
     elif isinstance(exc, MemoryError):

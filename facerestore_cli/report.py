@@ -30,6 +30,8 @@ class FaceReport:
     embedder: str | None = None
     crop: str | None = None
     restored_crop: str | None = None
+    #: Why the restorer's output for this face was rejected (its photo then fails, untouched).
+    error: str | None = None
 
 
 @dataclass

@@ -20,6 +20,27 @@ from facerestore_cli.device import Runtime, make_runtime
 
 METHODS = ("dmdnet", "memgan", "none")
 
+#: A raw output value this far outside [0, 1] is not a near-miss of a trained network; a face with more
+#: than WILD_FRACTION of such values is rejected (trained weights put well under 0.1% of values there).
+OUT_OF_RANGE = 0.5
+WILD_FRACTION = 0.01
+
+
+def output_problem(face: np.ndarray, restored: np.ndarray) -> str | None:
+    """Why a restored face must not be pasted, or None when it may be.
+
+    Damaged weights do not fail loudly: they compute, and the album would report every face restored
+    while pasting black or flat blobs (and ``--in-place`` would replace the original). This is the
+    last check before pixels reach a photo: non-finite values, an output far out of range (see
+    :meth:`TorchRestorer.from_tensor`), or a flat patch where the input had a face.
+    """
+    if not np.isfinite(restored).all():
+        return "the restorer's output is not finite or far out of range (damaged or wrong weights?)"
+    spread = float(restored.std())
+    if spread < 0.01 and float(face.std()) / 255.0 > 0.03:
+        return f"the restorer's output is a flat patch (std {spread:.4f}) where the input has a face"
+    return None
+
 
 @dataclass
 class RestorerInfo:
@@ -74,9 +95,15 @@ class TorchRestorer(Restorer):
         location = weights_mod.locate_weights(method, weights)
         loaded = weights_mod.load_weights(location)
         config = loaded.config or {}
-        self.model = create_model(method, config)
-        state = {k: v.float() for k, v in loaded.tensors.items()}
-        self.model.load_state_dict(state, strict=True)
+        try:
+            self.model = create_model(method, config)
+            self.model.load_state_dict({k: v.float() for k, v in loaded.tensors.items()}, strict=True)
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:  # a bad config, missing or misshapen tensors
+            detail = " ".join(str(exc).split())
+            raise weights_mod.WeightsError(
+                f"{loaded.path} does not fit the {method} network its metadata describes: "
+                f"{detail[:400]}{'…' if len(detail) > 400 else ''}"
+            ) from None
         self.model.eval().requires_grad_(False)
         self.model.to(device=self.runtime.device, dtype=self.runtime.dtype)
         self.batch_size = max(1, batch_size)
@@ -98,7 +125,17 @@ class TorchRestorer(Restorer):
         return x.to(device=self.runtime.device, dtype=self.runtime.dtype)
 
     def from_tensor(self, out) -> np.ndarray:
-        y = (out.float() * 0.5 + 0.5).clamp_(0, 1)
+        """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) in [0, 1].
+
+        A face whose raw output is far outside the network's range (damaged or wrong weights make
+        values of 1e3 and more, which clamping would turn into a flat patch that looks plausible) is
+        returned as NaN, so that :func:`output_problem` rejects it instead of it being pasted.
+        """
+        y = out.float() * 0.5 + 0.5
+        wild = ((y < -OUT_OF_RANGE) | (y > 1.0 + OUT_OF_RANGE)).flatten(1).float().mean(1) > WILD_FRACTION
+        y = y.clamp_(0, 1)
+        if bool(wild.any()):
+            y[wild] = float("nan")
         return y.permute(0, 2, 3, 1).cpu().numpy()
 
     def restore(self, faces, landmarks68, dictionary=None):

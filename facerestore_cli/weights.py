@@ -198,15 +198,20 @@ class VerifyResult:
 
     path: Path
     origin: str
-    status: str  # "ok" | "missing" | "hash mismatch" | "size mismatch"
+    #: "ok" | "missing" | "hash mismatch" | "size mismatch" | "unlisted" (in no manifest; its tensors were
+    #: read and are finite) | "damaged" (unreadable, or holding NaN/inf)
+    status: str
     expected_sha256: str | None = None
     actual_sha256: str | None = None
     expected_size: int | None = None
     actual_size: int | None = None
+    #: The method this file is the one a restore would use for (by the lookup order), if any.
+    in_use_for: str | None = None
+    detail: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status in ("ok", "unlisted")
 
 
 @dataclass(frozen=True)
@@ -725,7 +730,27 @@ def load_weights(location_or_path: WeightsLocation | Path | str, *, verify: bool
         raise WeightsIntegrityError(
             f"{path} is not a valid safetensors file ({exc}); it is damaged or truncated: re-fetch it"
         ) from exc
+    _check_finite(tensors, path)
     return LoadedWeights(tensors=tensors, metadata=_decode_metadata(raw_meta, path), path=path, sha256=digest)
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights holding NaN or infinity: files no manifest lists are otherwise loaded unchecked,
+    and flipped bytes in one would compute black faces that an album reports as restored."""
+    import torch
+
+    bad: dict[str, int] = {}
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad[name] = int(finite.numel() - int(finite.sum()))
+    if bad:
+        worst = ", ".join(f"{name} ({n})" for name, n in sorted(bad.items(), key=lambda kv: -kv[1])[:3])
+        raise WeightsIntegrityError(
+            f"{path} holds {sum(bad.values())} non-finite values in {len(bad)} tensors (e.g. {worst}): the file "
+            "is damaged. Re-fetch or re-import it."
+        )
 
 
 def save_weights(
@@ -1296,12 +1321,39 @@ def fetch(
 # ------------------------------------------------------------------------------------------- verify
 
 
-def verify_all() -> list[VerifyResult]:
-    """Check every file listed in every manifest of the lookup places (``facerestore weights verify``).
+def verify_all(explicit: Path | str | None = None, methods: tuple[str, ...] = ()) -> list[VerifyResult]:
+    """Check every file listed in every manifest of the lookup places (``facerestore weights verify``),
+    and the file each of ``methods`` would actually load (``explicit`` is ``--weights``), listed or not.
 
     Hashes are recomputed (not taken from the per-process cache): this is the command for catching
-    damaged files.
+    damaged files. A file in use that no manifest lists has nothing to be compared with, so its
+    tensors are read and checked for NaN and infinity instead.
     """
+    results = _verify_manifests()
+    by_path = {r.path.resolve(): i for i, r in enumerate(results)}
+    for method in methods:
+        try:  # --weights is for the one method it holds; the others follow the lookup order
+            loc = locate_weights(method, explicit)
+        except WeightsError:
+            try:
+                loc = locate_weights(method)
+            except WeightsError:
+                continue
+        key = loc.path.resolve()
+        if key in by_path:
+            results[by_path[key]] = dataclasses.replace(results[by_path[key]], in_use_for=method)
+            continue
+        try:
+            loaded = load_weights(loc)
+            result = VerifyResult(loc.path, loc.origin, "unlisted", actual_sha256=loaded.sha256, in_use_for=method)
+        except WeightsError as exc:
+            result = VerifyResult(loc.path, loc.origin, "damaged", in_use_for=method, detail=str(exc))
+        by_path[key] = len(results)
+        results.append(result)
+    return results
+
+
+def _verify_manifests() -> list[VerifyResult]:
     results: list[VerifyResult] = []
     seen: set[Path] = set()
     for place in search_places(None):
