@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
-    from facerestore_cli.dictionary import cache_root
-    from facerestore_cli.identity import cosine_similarity
+    from facerestore_cli.face.identity import cosine_similarity
     from facerestore_cli.pipeline import Pipeline, RestoreOptions
+    from facerestore_cli.references.dictionary import cache_root
     from facerestore_cli.restore import create_restorer
     from facerestore_cli.train.losses import ssim
     from facerestore_cli.weights import WeightsError

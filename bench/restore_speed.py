@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facerestore_cli.align import align_face
-from facerestore_cli.detect import create_detector
 from facerestore_cli.device import make_runtime
-from facerestore_cli.landmarks import default_predictor
+from facerestore_cli.face.align import align_face
+from facerestore_cli.face.detect import create_detector
+from facerestore_cli.face.landmarks import default_predictor
 from facerestore_cli.restore import DMDNetRestorer, MemGANRestorer
 
 BUDGET_S = 3.0

@@ -68,7 +68,7 @@ def grid_for(embedder: str) -> tuple[np.ndarray, np.ndarray]:
 
 def embedder_defaults(embedder: str) -> tuple[float, float]:
     """The (threshold, margin) an embedder routes with by default (no model or pack is loaded)."""
-    from facerestore_cli.identity import FaceEmbedder, InsightFaceEmbedder
+    from facerestore_cli.face.identity import FaceEmbedder, InsightFaceEmbedder
 
     cls = InsightFaceEmbedder if embedder.startswith("insightface") else FaceEmbedder
     return cls.threshold, cls.margin
@@ -121,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from facerestore_cli.device import make_runtime
-    from facerestore_cli.identity import EmbedderUnavailable
+    from facerestore_cli.face.identity import EmbedderUnavailable
     from facerestore_cli.imagefile import Photo
-    from facerestore_cli.people import PeopleIndex
     from facerestore_cli.pipeline import Pipeline, RestoreOptions
+    from facerestore_cli.references.people import PeopleIndex
     from facerestore_cli.restore import create_restorer
     from facerestore_cli.weights import WeightsError
 

@@ -52,15 +52,20 @@ def _fail_setup(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _pipeline(options, quiet: bool = False):
+def _engine(options, quiet: bool = False):
+    """The :class:`FaceRestorer` for ``options``; any set-up problem is a message and exit 2."""
+    from facerestore_cli import FaceRestorer
     from facerestore_cli.device import DeviceError
-    from facerestore_cli.pipeline import Pipeline
+    from facerestore_cli.face import DetectorUnavailable, EmbedderUnavailable
+    from facerestore_cli.references import DictionaryError
     from facerestore_cli.weights import WeightsError
 
     try:
-        return Pipeline(options, on_message=(lambda m: None) if quiet else err.print)
-    except (ValueError, DeviceError, WeightsError) as exc:
+        return FaceRestorer(options, on_message=(lambda m: None) if quiet else err.print)
+    except (ValueError, DeviceError, WeightsError, DictionaryError, DetectorUnavailable, EmbedderUnavailable) as exc:
         _fail_setup(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,11 +116,11 @@ def restore_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary table."),
 ) -> None:
     """Restore the faces of photos, folders or globs."""
+    from facerestore_cli import RestoreOptions
     from facerestore_cli.album import OutputPlan, check_side_file, discover_inputs
-    from facerestore_cli.pipeline import RestoreOptions
     from facerestore_cli.report import ReportWriter
 
-    options = RestoreOptions(
+    options = RestoreOptions.from_flat(
         method=method, weights=weights, device=device, half=half, threads=threads, batch_size=batch_size,
         detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face, blend=blend,
         upscale=upscale, aligned=aligned, refs=refs, force_refs=force_refs, people=people, embedder=embedder,
@@ -123,8 +128,6 @@ def restore_command(
         tone_match=tone_match, save_faces=save_faces, compare=compare, quality=quality, max_pixels=max_pixels,
         skip_existing=skip_existing,
     )  # fmt: skip
-    if method not in ("dmdnet", "memgan", "none"):
-        _fail_setup(f"--method {method}: choose dmdnet, memgan or none")
     if in_place and skip_existing:
         _fail_setup("--skip-existing cannot be combined with --in-place (every output exists: it is the input)")
     try:
@@ -165,20 +168,10 @@ def restore_command(
 
 
 def _restore_album(options, found, plan, writer, quiet: bool):
-    from facerestore_cli.detect import DetectorUnavailable
-    from facerestore_cli.dictionary import DictionaryError
-    from facerestore_cli.identity import EmbedderUnavailable
-    from facerestore_cli.report import ImageReport, Summary
+    from facerestore_cli import AlbumRunner, ImageReport, Summary
 
-    pipeline = _pipeline(options, quiet)
-    try:
-        pipeline.prepare()
-    except (DictionaryError, DetectorUnavailable, EmbedderUnavailable, ValueError) as exc:
-        _fail_setup(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-
-    summary = Summary(restorer=pipeline.restorer.info.to_json())
+    runner = AlbumRunner(_engine(options, quiet))
+    summary = Summary(restorer=runner.engine.restorer.info.to_json())
     for p in found.problems:  # inputs that could not even be listed are failures of this run too
         r = ImageReport(input=p.spec, status="failed", reason=p.reason, error=p.message)
         summary.add(r)
@@ -188,8 +181,8 @@ def _restore_album(options, found, plan, writer, quiet: bool):
             err.print(f"[red]failed[/] {escape(p.message)}")
 
     if not quiet and err.is_terminal:
-        return _run_with_progress(pipeline, found.items, plan, writer, summary)
-    return pipeline.run(found.items, plan, report=writer, summary=summary, on_image=None if quiet else _print_failure)
+        return _run_with_progress(runner, found.items, plan, writer, summary)
+    return runner.run(found.items, plan, report=writer, summary=summary, on_image=None if quiet else _print_failure)
 
 
 def _print_failure(r) -> None:
@@ -197,7 +190,7 @@ def _print_failure(r) -> None:
         err.print(f"[red]failed[/] {escape(r.error or r.input)}")
 
 
-def _run_with_progress(pipeline, items, plan, writer, summary):
+def _run_with_progress(runner, items, plan, writer, summary):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -223,7 +216,7 @@ def _run_with_progress(pipeline, items, plan, writer, summary):
             if not r.ok:
                 progress.console.print(f"[red]failed[/] {escape(r.error or r.input)}")
 
-        return pipeline.run(items, plan, report=writer, on_image=on_image, summary=summary)
+        return runner.run(items, plan, report=writer, on_image=on_image, summary=summary)
 
 
 def _print_summary(summary) -> None:
@@ -261,18 +254,17 @@ def build_dict_command(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Compile reference photos into cached DMDNet dictionaries (one per person)."""
-    from facerestore_cli.dictionary import DictionaryError, reference_files
-    from facerestore_cli.identity import EmbedderUnavailable
-    from facerestore_cli.people import person_folders
-    from facerestore_cli.pipeline import RestoreOptions
+    from facerestore_cli import RestoreOptions
+    from facerestore_cli.face import EmbedderUnavailable
+    from facerestore_cli.references import DictionaryError, person_folders, reference_files
 
-    pipeline = _pipeline(
-        RestoreOptions(
+    engine = _engine(
+        RestoreOptions.from_flat(
             method="dmdnet", weights=weights, detector=detector, embedder=embedder, device=device, threads=threads
         )
     )
     try:
-        _ = pipeline.embedder  # an embedder that cannot run here is a set-up error, not every person's
+        _ = engine.embedder  # an embedder that cannot run here is a set-up error, not every person's
     except EmbedderUnavailable as exc:
         _fail_setup(str(exc))
     targets: list[Path] = []
@@ -283,7 +275,7 @@ def build_dict_command(
     results, failed = [], 0
     for folder in targets:
         try:
-            compiled = pipeline.compile_person(folder, force=force)
+            compiled = engine.compile_person(folder, force=force)
         except DictionaryError as exc:
             failed += 1
             err.print(f"[red]✗ {escape(folder.name)}[/]: {escape(str(exc))}")
@@ -325,15 +317,15 @@ def people_command(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the people of a people folder, their reference counts and whether they are compiled."""
-    from facerestore_cli.dictionary import (
+    from facerestore_cli.face import resolve_embedder
+    from facerestore_cli.references import (
         DictionaryCache,
         DictionaryError,
         dictionary_key,
         dictionary_settings,
+        person_folders,
         reference_files,
     )
-    from facerestore_cli.identity import resolve_embedder
-    from facerestore_cli.people import person_folders
     from facerestore_cli.weights import WeightsError, file_sha256, locate_weights
 
     try:
@@ -363,7 +355,7 @@ def people_command(
 @cache_app.command("list")
 def cache_list(json_out: bool = typer.Option(False, "--json")) -> None:
     """Show the compiled dictionaries in the cache."""
-    from facerestore_cli.dictionary import DictionaryCache
+    from facerestore_cli.references import DictionaryCache
 
     cache = DictionaryCache()
     entries = cache.entries()
@@ -384,7 +376,7 @@ def cache_clear(
     folder: Path | None = typer.Argument(None, help="Only the dictionaries compiled from this folder."),
 ) -> None:
     """Delete cached dictionaries (all, or one person's)."""
-    from facerestore_cli.dictionary import DictionaryCache
+    from facerestore_cli.references import DictionaryCache
 
     n = DictionaryCache().clear(folder)
     err.print(f"removed {n} cached dictionar{'y' if n == 1 else 'ies'}")
@@ -471,7 +463,7 @@ def weights_verify(
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Re-hash every weights file listed in a manifest, and check the files a restore would use."""
-    from facerestore_cli.restore import METHODS
+    from facerestore_cli import METHODS
     from facerestore_cli.weights import verify_all
 
     results = verify_all(weights, methods=tuple(m for m in METHODS if m != "none"))

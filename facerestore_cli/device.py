@@ -31,6 +31,12 @@ class Runtime:
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def onnx_device(self) -> str:
+        """The device for the onnxruntime models (detector, embedder): ``cuda:N`` on the same GPU as
+        the restorer, so ``--device cuda:1`` runs everything on GPU 1; ``cpu`` otherwise."""
+        return f"cuda:{self.device.index or 0}" if self.is_cuda else "cpu"
+
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """Turn ``auto|cpu|cuda[:N]|mps`` into a device that exists, or raise :class:`DeviceError`."""

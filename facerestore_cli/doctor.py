@@ -26,10 +26,10 @@ def collect() -> dict[str, dict[str, Any]]:
     import torch
 
     from facerestore_cli import __version__
-    from facerestore_cli.detect import available_detectors
-    from facerestore_cli.dictionary import DictionaryCache
-    from facerestore_cli.identity import available_embedders
+    from facerestore_cli.face.detect import available_detectors
+    from facerestore_cli.face.identity import available_embedders
     from facerestore_cli.imagefile import SUPPORTED_SUFFIXES
+    from facerestore_cli.references.dictionary import DictionaryCache
     from facerestore_cli.weights import list_weights, search_places
 
     versions = {

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facerestore_cli.align import FACE_SIZE, Region, warp_from_face
+from facerestore_cli.face.align import FACE_SIZE, Region, warp_from_face
 
 #: Feather width as a fraction of the face crop (Gaussian sigma of the mask edge).
 FEATHER = 0.025
@@ -294,3 +294,50 @@ def _clusters(regions: list[Region]) -> list[list[int]]:
     for i in range(len(regions)):
         groups.setdefault(find(i), []).append(i)
     return list(groups.values())
+
+
+def finish_face(
+    restored: np.ndarray, original: np.ndarray, mask: np.ndarray, *, tone_match: bool = True, grey: bool = False
+) -> np.ndarray:
+    """The restored face as it will be pasted: tone matched to the original crop, grey for grey photos.
+
+    ``restored`` is float RGB in [0, 1], ``original`` the aligned uint8 crop it was restored from. All
+    the colour arithmetic of a paste lives here, so whole photos and ``--aligned`` crops get the same.
+    """
+    face = restored
+    if tone_match:
+        face = match_tone(face, original.astype(np.float32) * np.float32(1 / 255), mask)
+    if grey:
+        face = np.repeat((face @ LUMA)[..., None], 3, axis=2)
+    return face
+
+
+def paste_aligned(
+    restored: np.ndarray, crop: np.ndarray, like: np.ndarray, *, blend: float = 1.0, grey: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``--aligned``: the photo *is* the face. Mix the restored 512 face with ``crop`` by ``blend``,
+    resize it to the photo's size and return (pixels in the layout and depth of ``like``, the float face).
+    """
+    face = restored
+    if blend < 1.0:
+        b = np.float32(blend)
+        face = crop.astype(np.float32) * np.float32((1.0 - b) / 255.0) + face * b
+    if grey:
+        face = np.repeat((face @ LUMA)[..., None], 3, axis=2)
+    h, w = like.shape[:2]
+    if (h, w) != (FACE_SIZE, FACE_SIZE):
+        face = cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA if h < FACE_SIZE else cv2.INTER_CUBIC)
+    return _from_float(face, like), face
+
+
+def _from_float(face: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A float RGB [0, 1] face in the layout and depth of ``like`` (alpha copied from ``like``)."""
+    maxval = float(np.iinfo(like.dtype).max)
+    grey = like.ndim == 2 or like.shape[2] in (1, 2)
+    colour = (face @ LUMA)[..., None] if grey else face
+    values = np.clip(np.rint(colour * maxval), 0, maxval).astype(like.dtype)
+    if like.ndim == 2:
+        return values[..., 0]
+    out = like.copy()
+    out[..., : values.shape[2]] = values
+    return out

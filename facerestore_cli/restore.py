@@ -20,6 +20,11 @@ from facerestore_cli.device import Runtime, make_runtime
 
 METHODS = ("dmdnet", "memgan", "none")
 
+
+def method_uses_references(method: str) -> bool:
+    """Whether ``method`` can read a person's references (a specific dictionary)."""
+    return method == "dmdnet"
+
 #: A raw output value this far outside [0, 1] is not a near-miss of a trained network; a face with more
 #: than WILD_FRACTION of such values is rejected (trained weights put well under 0.1% of values there).
 OUT_OF_RANGE = 0.5

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facerestore_cli.align import (
+from facerestore_cli.face.align import (
     FACE_SIZE,
     FFHQ_TEMPLATE_512,
     Region,

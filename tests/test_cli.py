@@ -668,9 +668,9 @@ def test_upscale_2_doubles_the_photo_with_the_faces_pasted(tmp_path, astronaut_r
 
 def photo_mask(rgb: np.ndarray) -> np.ndarray:
     """Where the faces' paste masks are above one half, in photo pixels (library code, in-process)."""
-    from facerestore_cli.align import FACE_SIZE, align_face, footprint, warp_from_face
-    from facerestore_cli.detect import create_detector
-    from facerestore_cli.landmarks import default_predictor
+    from facerestore_cli.face.align import FACE_SIZE, align_face, footprint, warp_from_face
+    from facerestore_cli.face.detect import create_detector
+    from facerestore_cli.face.landmarks import default_predictor
     from facerestore_cli.paste import face_mask
 
     total = np.zeros(rgb.shape[:2], np.float32)

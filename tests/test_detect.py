@@ -14,8 +14,8 @@ import pytest
 from conftest import shared_path
 from skimage import data
 
-from facerestore_cli import detect
-from facerestore_cli.detect import (
+from facerestore_cli.face import detect
+from facerestore_cli.face.detect import (
     DetectorUnavailable,
     Face,
     available_detectors,
@@ -185,7 +185,7 @@ def test_cuda_request_without_cuda_falls_back_to_cpu(astronaut_rgb, caplog, monk
     import onnxruntime as ort
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with caplog.at_level(logging.WARNING, logger="facerestore_cli.detect"):
+    with caplog.at_level(logging.WARNING, logger="facerestore_cli.face.detect"):
         det = create_detector("retinaface", device="cuda", threads=1)
     assert "CPU" in caplog.text
     assert len(det.detect(astronaut_rgb)) == 1

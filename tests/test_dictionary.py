@@ -18,7 +18,8 @@ import torch
 from conftest import shared_path
 from skimage import data
 
-from facerestore_cli.dictionary import (
+from facerestore_cli.pipeline import Pipeline, RestoreOptions
+from facerestore_cli.references.dictionary import (
     DICTIONARY_FORMAT,
     DictionaryCache,
     DictionaryError,
@@ -27,7 +28,6 @@ from facerestore_cli.dictionary import (
     dictionary_settings,
     reference_files,
 )
-from facerestore_cli.pipeline import Pipeline, RestoreOptions
 
 TINY = {"ngf": 8, "banks": 4}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import cv2
@@ -17,16 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from facerestore_cli.detect import Face
-from facerestore_cli.dictionary import (
-    CompiledDictionary,
-    DictionaryCache,
-    DictionaryError,
-    compile_dictionary,
-    dictionary_key,
-    dictionary_settings,
-)
-from facerestore_cli.identity import (
+from facerestore_cli.face.detect import Face
+from facerestore_cli.face.identity import (
     ARCFACE_TEMPLATE_112,
     DLIB_MARGIN,
     DLIB_THRESHOLD,
@@ -45,7 +38,16 @@ from facerestore_cli.identity import (
     insightface_recognition_file,
     resolve_embedder,
 )
-from facerestore_cli.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD, PeopleIndex, Person
+from facerestore_cli.references.dictionary import (
+    OUTLIER_DISTANCE,
+    CompiledDictionary,
+    DictionaryCache,
+    DictionaryError,
+    compile_dictionary,
+    dictionary_key,
+    dictionary_settings,
+)
+from facerestore_cli.references.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD, PeopleIndex, Person
 
 
 def landmarks_with_five(points5: np.ndarray) -> np.ndarray:
@@ -239,7 +241,7 @@ class FakeSession:
 def fake_onnx(monkeypatch):
     import onnxruntime
 
-    import facerestore_cli.identity as identity
+    import facerestore_cli.face.identity as identity
 
     FakeSession.instances = []
     monkeypatch.setattr(FakeSession, "input_shape", ["None", 3, 112, 112])
@@ -327,16 +329,20 @@ def test_the_cache_key_changes_with_the_embedder(tmp_path):
 def _compile(folder: Path, cache: DictionaryCache, embedder: str, vectors: list[np.ndarray], **kwargs):
     """compile_dictionary with stand-in stages: one face per photo, ``vectors`` as the embeddings."""
     it = iter(vectors)
+    unit = kwargs.pop("unit_vectors", False)
+    stand_in = SimpleNamespace(
+        name=embedder, embed=lambda crop, marks: next(it), unit_vectors=unit,
+        outlier_distance=kwargs.pop("outlier_distance", OUTLIER_DISTANCE),
+    )  # fmt: skip
     return compile_dictionary(
         folder,
         weights_sha256="sha",
         encode=lambda crops, marks: {"k": torch.ones(len(crops))},
         detect=lambda rgb: [Face([0, 0, 200, 200], 0.99, np.zeros((5, 2)))],
         align=lambda rgb, face: (rgb, np.zeros((68, 2))),
-        embed=lambda crop, marks: next(it),
+        embedder=stand_in,
         cache=cache,
         settings=kwargs.pop("settings", dictionary_settings("retinaface", embedder)),
-        embedder=embedder,
         **kwargs,
     )
 
@@ -411,9 +417,9 @@ def test_an_index_never_mixes_embedders():
 
 
 def _pipeline(**options):
-    from facerestore_cli.pipeline import Pipeline, RestoreOptions
+    from facerestore_cli import FaceRestorer, RestoreOptions
 
-    return Pipeline(RestoreOptions(method="none", device="cpu", threads=1, **options))
+    return FaceRestorer(RestoreOptions.from_flat(method="none", device="cpu", threads=1, **options), prepare=False)
 
 
 def test_routing_defaults_follow_the_embedder_unless_given(fake_onnx, home):
@@ -432,8 +438,8 @@ def test_routing_defaults_follow_the_embedder_unless_given(fake_onnx, home):
 
 
 def test_faces_are_routed_with_the_embedders_thresholds_and_named_in_the_report(fake_onnx, pack):
-    from facerestore_cli.align import AlignedFace
-    from facerestore_cli.pipeline import FaceWork
+    from facerestore_cli.face.align import AlignedFace
+    from facerestore_cli.engine import FaceWork
     from facerestore_cli.report import FaceReport
 
     pipeline = _pipeline(embedder="insightface")
@@ -447,13 +453,13 @@ def test_faces_are_routed_with_the_embedders_thresholds_and_named_in_the_report(
         return FaceWork(FaceReport(index=0, box=[0, 0, 1, 1], score=1.0, size=1.0), aligned, marks)
 
     done = work()
-    pipeline._route([done])
+    pipeline.route([done])
     assert done.report.person == "ann" and done.report.embedder == "insightface:buffalo_l"
     assert done.report.distance == pytest.approx(0.0, abs=1e-5)
     # dlib's references cannot route insightface embeddings
     pipeline.single = _person("ann", np.zeros(128), "dlib")
     with pytest.raises(DictionaryError, match="embedded with insightface:buffalo_l"):
-        pipeline._route([work()])
+        pipeline.route([work()])
 
 
 # -- the command line ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from conftest import shared_path
 from skimage import data
 
-from facerestore_cli.identity import (
+from facerestore_cli.face.identity import (
     EMBEDDING_SIZE,
     SAME_PERSON_DISTANCE,
     FaceEmbedder,
@@ -18,7 +18,7 @@ from facerestore_cli.identity import (
     default_embedder,
     embedding_distance,
 )
-from facerestore_cli.landmarks import default_predictor
+from facerestore_cli.face.landmarks import default_predictor
 
 #: First six people of london-pairs (aligned 512 crops, one neutral and one smiling photo each).
 PEOPLE = ("001", "003", "005", "007", "009", "011")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facerestore_cli.align import FACE_SIZE, align_face, footprint, warp_from_face
+from facerestore_cli.face.align import FACE_SIZE, align_face, footprint, warp_from_face
 from facerestore_cli.paste import (
     FEATHER,
     LUMA,
@@ -24,8 +24,8 @@ from facerestore_cli.paste import (
 @pytest.fixture(scope="module")
 def face(astronaut_rgb):
     """The astronaut's face: aligned crop, 68 landmarks, mask, and the crop -> photo transform."""
-    from facerestore_cli.detect import create_detector
-    from facerestore_cli.landmarks import default_predictor
+    from facerestore_cli.face.detect import create_detector
+    from facerestore_cli.face.landmarks import default_predictor
 
     found = create_detector("retinaface", device="cpu", threads=1).detect(astronaut_rgb)
     assert len(found) == 1

@@ -19,9 +19,9 @@ import pytest
 from conftest import shared_path
 from test_dictionary import make_tiny_dmdnet
 
-from facerestore_cli.dictionary import CompiledDictionary, DictionaryError
-from facerestore_cli.identity import SAME_PERSON_DISTANCE
-from facerestore_cli.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD, PeopleIndex, Person, person_folders
+from facerestore_cli.face.identity import SAME_PERSON_DISTANCE
+from facerestore_cli.references.dictionary import CompiledDictionary, DictionaryError
+from facerestore_cli.references.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD, PeopleIndex, Person, person_folders
 
 
 def person(name: str, centroid) -> Person:

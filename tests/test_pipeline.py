@@ -14,8 +14,8 @@ from PIL import Image
 
 from facerestore_cli import imagefile
 from facerestore_cli.album import InputItem, OutputPlan, discover_inputs
-from facerestore_cli.align import FACE_SIZE, FFHQ_TEMPLATE_512, align_face, footprint
-from facerestore_cli.detect import Face
+from facerestore_cli.face.align import FACE_SIZE, FFHQ_TEMPLATE_512, align_face, footprint
+from facerestore_cli.face.detect import Face
 from facerestore_cli.imagefile import load_photo, rgb8
 from facerestore_cli.pipeline import Pipeline, RestoreOptions, restore_file
 from facerestore_cli.report import ImageReport, Summary
@@ -24,7 +24,7 @@ from facerestore_cli.restore import IdentityRestorer
 
 @pytest.fixture(scope="module")
 def detector():
-    from facerestore_cli.detect import create_detector
+    from facerestore_cli.face.detect import create_detector
 
     return create_detector("retinaface", device="cpu", threads=1)
 
@@ -216,17 +216,17 @@ def test_ctrl_c_keeps_finished_files_and_their_reports(tmp_path, detector, astro
 def test_a_decoder_crash_fails_that_file_only(tmp_path, detector, astronaut_rgb):
     for name in ("a.png", "b.png", "c.png"):
         save(tmp_path / "in" / name, astronaut_rgb)
-    pipeline = make_pipeline(detector)
-    real = pipeline.load
+    runner = make_pipeline(detector).runner
+    real = runner.load
 
     def load(path):
         if path.name == "b.png":
             raise ValueError("decoder bug")
         return real(path)
 
-    pipeline.load = load
+    runner.load = load
     reports: list[ImageReport] = []
-    summary = pipeline.run(album(tmp_path / "in"), OutputPlan(out_dir=tmp_path / "out"), on_image=reports.append)
+    summary = runner.run(album(tmp_path / "in"), OutputPlan(out_dir=tmp_path / "out"), on_image=reports.append)
     assert [r.status for r in reports] == ["restored", "failed", "restored"]
     assert reports[1].reason == "ValueError" and "decoder bug" in reports[1].error
     assert summary.exit_code == 1

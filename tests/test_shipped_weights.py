@@ -27,8 +27,8 @@ MAX_BYTES = 40 * 1024 * 1024
 @pytest.fixture(scope="module")
 def aligned_astronaut(astronaut_rgb) -> np.ndarray:
     """The astronaut's face aligned as the pipeline aligns it (RetinaFace 5 points, FFHQ template)."""
-    from facerestore_cli.align import align_face
-    from facerestore_cli.detect import create_detector
+    from facerestore_cli.face.align import align_face
+    from facerestore_cli.face.detect import create_detector
 
     (face,) = create_detector("retinaface", device="cpu", threads=1).detect(astronaut_rgb)
     return align_face(astronaut_rgb, face.landmarks).image
@@ -94,7 +94,7 @@ def test_a_damaged_copy_is_refused_before_it_restores_anything(tmp_path, monkeyp
 @pytest.mark.parametrize("method", sorted(SHIPPED))
 def test_shipped_weights_restore_a_face_on_the_cpu(method, aligned_astronaut):
     """Loading in fp16 and running in fp32 gives finite faces close to the input's layout."""
-    from facerestore_cli.landmarks import default_predictor
+    from facerestore_cli.face.landmarks import default_predictor
 
     torch.manual_seed(0)
     restorer = create_restorer(method, weights=WEIGHTS_DIR / SHIPPED[method])

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from facerestore_cli.align import align_face
-from facerestore_cli.detect import create_detector
+from facerestore_cli.face.align import align_face
+from facerestore_cli.face.detect import create_detector
 from facerestore_cli.models.dmdnet import Config as DMDConfig
 from facerestore_cli.models.memgan import Config as MemConfig
 from facerestore_cli.train.data import reference_view, split_validation
@@ -66,7 +66,7 @@ def test_split_keeps_validation_out_of_training(tmp_path: Path) -> None:
 
 
 def test_reference_views_are_other_views_not_copies(faces_dir: Path) -> None:
-    from facerestore_cli.landmarks import default_predictor
+    from facerestore_cli.face.landmarks import default_predictor
     from facerestore_cli.train.data import read_rgb
 
     hq = read_rgb(sorted(faces_dir.iterdir())[0])
@@ -95,7 +95,7 @@ def test_dmdnet_runs_every_stage_resumes_and_exports(faces_dir: Path, tmp_path: 
         # tone (16 px block averages) survives degradation better than the full image does
         assert val[f"x{scale}_{name}_tone_psnr"] > val[f"x{scale}_{name}_psnr"]
     # the exported file restores through the same restorer the CLI uses
-    from facerestore_cli.landmarks import default_predictor
+    from facerestore_cli.face.landmarks import default_predictor
     from facerestore_cli.restore import DMDNetRestorer
     from facerestore_cli.train.data import read_rgb
 

@@ -181,7 +181,7 @@ def test_flip_permutations_are_involutions():
 
 def _check_flip_on_real_face(image: np.ndarray, box: tuple[int, int, int, int]) -> None:
     pytest.importorskip("dlib")
-    from facerestore_cli.landmarks import default_predictor
+    from facerestore_cli.face.landmarks import default_predictor
 
     predictor = default_predictor()
     w = image.shape[1]
@@ -208,7 +208,7 @@ def test_flip_landmarks68_on_the_astronaut(astronaut_rgb):
 def test_flip_landmarks68_on_an_aligned_training_face(shared):
     path = sorted((shared / "data" / "train-faces").glob("stylegan_*.jpg"))[0]
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    from facerestore_cli.landmarks import ALIGNED_FACE_BOX
+    from facerestore_cli.face.landmarks import ALIGNED_FACE_BOX
 
     _check_flip_on_real_face(image, ALIGNED_FACE_BOX)
 

@@ -169,7 +169,7 @@ class TrainerBase:
 
     def setup(self, opts: object, spec: str) -> None:
         """Threads, seeds, work folder, log, and the train/validation split with cached landmarks."""
-        from facerestore_cli.landmarks import LandmarkPredictor
+        from facerestore_cli.face.landmarks import LandmarkPredictor
         from facerestore_cli.train.data import FaceData, landmark_cache, list_images, split_validation
 
         self.opts = opts

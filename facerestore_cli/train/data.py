@@ -20,7 +20,7 @@ from queue import Queue
 import cv2
 import numpy as np
 
-from facerestore_cli.landmarks import LandmarkPredictor
+from facerestore_cli.face.landmarks import LandmarkPredictor
 from facerestore_cli.train.degrade import (
     SPECS,
     DegradationParams,

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .align import similarity_transform, warp_to_face
-from .detect import DEFAULT_INSIGHTFACE_PACK, five_points_from_68, insightface_pack_dir
-from .device import onnx_providers, onnx_session_options
-from .landmarks import ALIGNED_FACE_BOX, ALIGNED_SIZE, ModelFileError, dlib_model_path
+from facerestore_cli.device import onnx_providers, onnx_session_options
+from facerestore_cli.face.align import FACE_SIZE, similarity_transform, warp_to_face
+from facerestore_cli.face.detect import DEFAULT_INSIGHTFACE_PACK, five_points_from_68, insightface_pack_dir
+from facerestore_cli.face.dlib_models import ModelFileError, dlib_model_path
+from facerestore_cli.face.landmarks import ALIGNED_FACE_BOX
 
 #: Size of dlib's embeddings.
 EMBEDDING_SIZE = 128
@@ -128,7 +129,7 @@ class FaceEmbedder:
         if not np.isfinite(points).all():
             raise ValueError("landmarks contain NaN or infinite values")
         h, w = image.shape[:2]
-        sx, sy = w / ALIGNED_SIZE, h / ALIGNED_SIZE
+        sx, sy = w / FACE_SIZE, h / FACE_SIZE
         left, top, right, bottom = ALIGNED_FACE_BOX
         rect = dlib.rectangle(round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
         parts = [dlib.point(round(float(x)), round(float(y))) for x, y in points]

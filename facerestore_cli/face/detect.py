@@ -30,14 +30,14 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .device import onnx_providers, onnx_session_options
-from .landmarks import ModelFileError, default_predictor, dlib_model_path
+from facerestore_cli.defaults import DEFAULT_DETECT_MAX_SIDE, DEFAULT_DETECTOR
+from facerestore_cli.device import onnx_providers, onnx_session_options
+from facerestore_cli.face.dlib_models import ModelFileError, dlib_model_path, shape_predictor_68
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DETECTOR = "retinaface"
 #: Longest side a photo is scaled down to before detection (``max_side=None`` disables it).
-DEFAULT_MAX_SIDE = 1600
+DEFAULT_MAX_SIDE = DEFAULT_DETECT_MAX_SIDE
 DEFAULT_INSIGHTFACE_PACK = "buffalo_l"
 
 
@@ -364,7 +364,7 @@ class DlibDetector:
         self.max_side = max_side
         self.upsample = upsample
         self._model = _dlib_hog() if kind == "hog" else _dlib_cnn()
-        self._predictor = default_predictor()
+        self._predictor = shape_predictor_68()
 
     def _upsample_for(self, small: np.ndarray) -> int:
         if self.upsample is not None:
@@ -396,7 +396,7 @@ class DlibDetector:
                 continue
             # The predictor runs on the full-resolution photo: sharper points than on the small copy.
             dlib_box = (round(box[0] + 0.5), round(box[1] + 0.5), round(box[2] - 0.5), round(box[3] - 0.5))
-            pts68 = self._predictor.predict(full, dlib_box)
+            pts68 = self._predictor(full, dlib_box)
             faces.append(Face(box, float(score), five_points_from_68(pts68)))
         return _sorted(faces)
 

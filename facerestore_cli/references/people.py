@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facerestore_cli.dictionary import CompiledDictionary, DictionaryError
-from facerestore_cli.identity import DLIB_MARGIN, DLIB_THRESHOLD
+from facerestore_cli.face.identity import DLIB_MARGIN, DLIB_THRESHOLD
+from facerestore_cli.references.dictionary import CompiledDictionary, DictionaryError
 
 #: Largest dlib distance between a face and a person's centroid that still counts as that person.
 DEFAULT_THRESHOLD = DLIB_THRESHOLD

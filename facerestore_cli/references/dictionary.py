@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from facerestore_cli.album import discover_inputs
-from facerestore_cli.identity import DLIB_OUTLIER_DISTANCE
+from facerestore_cli.face.identity import DLIB_OUTLIER_DISTANCE
 from facerestore_cli.imagefile import ImageFileError, load_photo, rgb8
 
 #: Bump when what a dictionary file contains or how references are prepared changes.
@@ -48,6 +48,19 @@ def cache_root() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
     return base / "facerestore"
+
+
+class Embedder(Protocol):
+    """What references need of a face embedder (``face.identity``'s dlib and insightface embedders)."""
+
+    #: canonical name, recorded with every dictionary (``dlib``, ``insightface:buffalo_l``)
+    name: str
+    #: a reference further than this from the others' median embedding is somebody else
+    outlier_distance: float
+    #: embeddings are directions (compared as unit vectors)
+    unit_vectors: bool
+
+    def embed(self, aligned_rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -330,25 +343,25 @@ def compile_dictionary(
     encode: Callable[[np.ndarray, np.ndarray], dict[str, Any]],
     detect: Callable[[np.ndarray], list],
     align: Callable[[np.ndarray, Any], tuple[np.ndarray, np.ndarray]],
-    embed: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    embedder: Embedder | None,
     cache: DictionaryCache | None = None,
     settings: str = "",
     force: bool = False,
     name: str | None = None,
-    embedder: str | None = None,
-    outlier_distance: float = OUTLIER_DISTANCE,
-    unit_vectors: bool = False,
 ) -> CompiledDictionary:
     """Compile (or load from the cache) the dictionary of the person photographed in ``folder``.
 
     A rebuild replaces the entries it supersedes (same folder, weights and settings), so editing a
-    person's photos does not leave stale dictionaries behind. ``embedder`` (the canonical name of the
-    embedder behind ``embed``; put it in ``settings`` too) is recorded with the entry, and an entry
-    recorded with another embedder is never returned. ``unit_vectors``: the centroid is rescaled to
-    unit length (embeddings compared as directions).
+    person's photos does not leave stale dictionaries behind. The embedder's name (put it in
+    ``settings`` too) is recorded with the entry, and an entry recorded with another embedder is never
+    returned. Without an embedder no reference is checked against the others and no centroid is stored.
     """
     import torch
 
+    embed = embedder.embed if embedder is not None else None
+    outlier_distance = embedder.outlier_distance if embedder is not None else OUTLIER_DISTANCE
+    unit_vectors = bool(embedder.unit_vectors) if embedder is not None else False
+    embedder_name = embedder.name if embedder is not None else None
     started = time.perf_counter()
     folder = Path(folder)
     cache = cache or DictionaryCache()
@@ -360,7 +373,7 @@ def compile_dictionary(
     name = name or folder.resolve().name
     if not force:
         hit = cache.load(key)
-        if hit is not None and embedder is not None and (hit[1].get("embedder") or None) != embedder:
+        if hit is not None and embedder_name is not None and (hit[1].get("embedder") or None) != embedder_name:
             hit = None  # the centroid is another embedder's: compile again (the save below replaces it)
         if hit is not None:
             tensors, meta = hit
@@ -392,7 +405,7 @@ def compile_dictionary(
         "folder": str(folder.resolve()),
         "weights_sha256": weights_sha256,
         "settings": settings,
-        "embedder": embedder or "",
+        "embedder": embedder_name or "",
         "used": str(len(prepared)),
         "references": json.dumps([asdict(r) for r in reports]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -401,7 +414,7 @@ def compile_dictionary(
     cache.prune(key, meta["folder"], weights_sha256, settings)
     return CompiledDictionary(
         name=name, key=key, path=path, tensors=tensors, centroid=centroid, references=reports,
-        from_cache=False, seconds=time.perf_counter() - started, embedder=embedder,
+        from_cache=False, seconds=time.perf_counter() - started, embedder=embedder_name,
     )  # fmt: skip
 
 

@@ -1,0 +1,308 @@
+"""The album runner: input files → restored files, for every photo of an album.
+
+:class:`AlbumRunner` reads each photo, hands it to a :class:`~facerestore_cli.engine.FaceRestorer` and
+writes the result (and ``--save-faces``/``--compare`` extras) through :mod:`facerestore_cli.imagefile`
+only. Decoding the next photo and encoding the previous one run in background threads while the
+current one is restored, so the CPU never waits for the disk. One bad photo never stops an album: its
+failure is recorded with a reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facerestore_cli.album import InputItem, OutputError, OutputPlan
+from facerestore_cli.engine import FaceRestorer, PhotoResult, RestoredFaceRejected, StageTimer
+from facerestore_cli.imagefile import (
+    ImageFileError,
+    Photo,
+    atomic_write,
+    format_for_suffix,
+    load_photo,
+    rgb8,
+    save_photo,
+)
+from facerestore_cli.options import RestoreOptions
+from facerestore_cli.references.dictionary import DictionaryError
+from facerestore_cli.report import ImageReport, ReportWriter, Summary
+
+__all__ = ["AlbumRunner", "Computed", "restore_file"]
+
+#: JPEG quality of the ``--compare`` side-by-side (a preview, not a photo to keep).
+COMPARE_QUALITY = 92
+
+
+@dataclass
+class Computed:
+    """A photo restored in memory, waiting to be written (what :meth:`AlbumRunner.write` takes)."""
+
+    source: Path
+    original: Photo
+    result: PhotoResult
+    output: Path
+
+
+class AlbumRunner:
+    """Runs a :class:`FaceRestorer` over files: read, restore, write, report."""
+
+    def __init__(self, engine: FaceRestorer) -> None:
+        self.engine = engine
+        self.options = engine.options
+
+    # -- one file ------------------------------------------------------------------------------------
+
+    def load(self, path: Path) -> Photo:
+        return load_photo(path, max_pixels=self.options.input.max_pixels)
+
+    def process(self, item: InputItem, output: Path, photo: Photo | Exception | None = None) -> ImageReport:
+        """Restore one file end to end and say what happened (never raises for a bad photo)."""
+        report, computed = self.compute(item, output, photo)
+        if computed is not None:
+            self.write(report, computed)
+        return report
+
+    def compute(
+        self, item: InputItem, output: Path, photo: Photo | Exception | None = None
+    ) -> tuple[ImageReport, Computed | None]:
+        """Everything but the encode: the report so far and what :meth:`write` needs (None on failure)."""
+        timer = StageTimer()
+        report = ImageReport(input=str(item.path), output=str(output))
+        started = time.perf_counter()
+        computed = None
+        try:
+            if photo is None:
+                with timer("decode"):
+                    photo = self.load(item.path)
+            if isinstance(photo, Exception):
+                raise photo
+            report.size = [photo.width, photo.height]
+            result = self.engine.restore(photo, timer)
+            report.faces = result.faces
+            report.faces_found = len(result.faces)
+            report.faces_restored = sum(f.restored for f in result.faces)
+            report.faces_skipped = report.faces_found - report.faces_restored
+            computed = Computed(item.path, photo, result, output)
+        except Exception as exc:
+            if isinstance(exc, RestoredFaceRejected):
+                report.faces = exc.faces
+                report.faces_found = len(exc.faces)
+            _fail(report, item.path, exc)
+        report.timings = timer.times
+        report.seconds = time.perf_counter() - started
+        return report, computed
+
+    def write(self, report: ImageReport, computed: Computed) -> ImageReport:
+        """Encode and write a computed photo; completes ``report`` (status, encode time)."""
+        started = time.perf_counter()
+        try:
+            self.save(computed)
+            report.status = "restored" if report.faces_restored else "no-faces"
+            if not report.faces_restored:
+                report.reason = "no face found" if not report.faces_found else "every face was skipped"
+        except Exception as exc:
+            _fail(report, computed.source, exc)
+        spent = time.perf_counter() - started
+        report.timings["encode"] = report.timings.get("encode", 0.0) + spent
+        report.seconds += spent
+        return report
+
+    def save(self, computed: Computed) -> None:
+        source, original, result, output = computed.source, computed.original, computed.result, computed.output
+        if output.parent.exists() and not output.parent.is_dir():
+            raise ImageFileError("unwritable", f"the output folder {output.parent} is a file, not a folder", output)
+        if not output.parent.exists():
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ImageFileError(
+                    "unwritable", f"cannot create the output folder: {exc.strerror or exc}", output
+                ) from exc
+        same_format = format_for_suffix(output.suffix) == original.format
+        untouched = not any(f.restored for f in result.faces) and self.options.paste.upscale == 1
+        in_place = source.resolve() == output.resolve()
+        if untouched and in_place:
+            pass  # --in-place with nothing to change: leave the file exactly as it is
+        elif untouched and same_format:
+            # Nothing to change: write the input through byte for byte (metadata and all).
+            with atomic_write(output) as tmp:
+                shutil.copyfile(source, tmp)
+        else:
+            save_photo(result.photo, output, quality=self.options.output.quality)
+        self._write_extras(result, original, output)
+
+    def _write_extras(self, result: PhotoResult, original: Photo, output: Path) -> None:
+        out = self.options.output
+        if out.save_faces and result.crops:
+            folder = output.with_name(output.stem + "_faces")
+            folder.mkdir(parents=True, exist_ok=True)
+            restored_faces = iter(result.restored)
+            crops = iter(result.crops)
+            for face in result.faces:
+                if not face.restored:
+                    continue
+                tag = f"_{face.person}" if face.person else ""
+                crop_path = folder / f"face{face.index:02d}_input.png"
+                out_path = folder / f"face{face.index:02d}_restored{tag}.png"
+                save_photo(Photo(next(crops), "PNG"), crop_path)
+                save_photo(Photo(_to_uint8(next(restored_faces)), "PNG"), out_path)
+                face.crop, face.restored_crop = str(crop_path), str(out_path)
+        if out.compare:
+            before = rgb8(original)
+            upscale = self.options.paste.upscale
+            if upscale > 1:
+                before = cv2.resize(before, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_LANCZOS4)
+            side = np.concatenate([before, rgb8(result.photo)], axis=1)
+            save_photo(Photo(side, "JPEG"), output.with_name(output.stem + "_compare.jpg"), quality=COMPARE_QUALITY)
+
+    # -- an album ------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        items: list[InputItem],
+        plan: OutputPlan,
+        *,
+        report: ReportWriter | None = None,
+        on_image: Callable[[ImageReport], None] | None = None,
+        summary: Summary | None = None,
+    ) -> Summary:
+        """Restore an album, in input order.
+
+        Decoding runs up to two photos ahead in one thread and encoding one behind in another, so
+        restoring (which uses all torch threads) rarely waits for the disk. Ctrl-C stops after the
+        files already being written are complete; nothing partial is ever left (writes are atomic).
+        """
+        summary = summary or Summary()
+        started = time.perf_counter()
+        plan.register_inputs(items)
+
+        def finish(r: ImageReport) -> None:
+            summary.add(r)
+            if report is not None:
+                report.write(r)
+            if on_image is not None:
+                on_image(r)
+
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-decode")
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-encode")
+        queue: deque[tuple[int, InputItem, Path]] = deque()
+        early: list[ImageReport] = []
+        for item in items:
+            try:
+                out = plan.output_for(item)
+            except OutputError as exc:
+                early.append(ImageReport(input=str(item.path), status="failed", reason=exc.reason, error=str(exc)))
+                continue
+            if self.options.output.skip_existing and out.exists():
+                early.append(
+                    ImageReport(
+                        input=str(item.path), output=str(out), status="exists", reason="output exists (--skip-existing)"
+                    )
+                )
+                continue
+            queue.append((len(queue), item, out))
+        for r in early:
+            finish(r)
+
+        def timed_load(path: Path) -> tuple[Photo | Exception, float]:
+            t = time.perf_counter()
+            try:
+                return self.load(path), time.perf_counter() - t
+            except Exception as exc:  # any decoder failure is this file's failure, never the album's
+                return exc, time.perf_counter() - t
+
+        todo = list(queue)
+        loads: dict[int, Future] = {}
+        inflight: deque[Future] = deque()
+
+        def schedule(k: int) -> None:
+            if k < len(todo) and k not in loads:
+                loads[k] = loader.submit(timed_load, todo[k][1].path)
+
+        def drain(block: bool) -> None:
+            # result() before popleft(): a Ctrl-C while waiting must not lose the report of a file
+            # that the writer thread still completes
+            while inflight and (block or inflight[0].done()):
+                r = inflight[0].result()
+                inflight.popleft()
+                finish(r)
+
+        try:
+            schedule(0)
+            schedule(1)
+            for k, item, out in todo:
+                photo, decode_time = loads.pop(k).result()
+                schedule(k + 2)
+                r, computed = self.compute(item, out, photo)
+                r.timings = {"decode": decode_time, **r.timings}
+                r.seconds += decode_time
+                if computed is None:
+                    inflight.append(_done(r))
+                else:
+                    inflight.append(writer.submit(self.write, r, computed))
+                drain(block=False)
+                while len(inflight) > 2:  # bound the memory held by photos waiting to be written
+                    r = inflight[0].result()
+                    inflight.popleft()
+                    finish(r)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            for f in loads.values():
+                f.cancel()
+            loader.shutdown(wait=True, cancel_futures=True)
+            while True:  # files already being written are finished (atomically) and reported
+                try:
+                    drain(block=True)
+                    break
+                except KeyboardInterrupt:  # at most two writes are pending: wait for them, once more
+                    summary.interrupted = True
+            writer.shutdown(wait=True)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+
+def restore_file(input_path: Path | str, output_path: Path | str, options: RestoreOptions | None = None) -> ImageReport:
+    """Restore one photo file into another: the simplest way to use the library from a script.
+
+    Never raises for a bad photo (the report says why it failed); set-up problems raise as
+    :class:`FaceRestorer` says.
+    """
+    runner = AlbumRunner(FaceRestorer(options))
+    item = InputItem(Path(input_path), Path(Path(input_path).name))
+    return runner.process(item, Path(output_path))
+
+
+def _done(value: Any) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
+def _fail(report: ImageReport, path: Path, exc: BaseException) -> None:
+    """Record why a photo failed, in words a user can act on."""
+    report.status = "failed"
+    if isinstance(exc, ImageFileError):
+        report.reason, report.error = exc.reason, str(exc)
+    elif isinstance(exc, RestoredFaceRejected):
+        report.reason = "restorer-output"
+        report.error = f"{path}: {exc}; the photo was left as it was"
+    elif isinstance(exc, DictionaryError):
+        report.reason, report.error = "references", str(exc)
+    elif isinstance(exc, MemoryError):
+        report.reason, report.error = "out-of-memory", f"{path}: not enough memory to restore this photo"
+    else:
+        report.reason, report.error = type(exc).__name__, f"{path}: {exc}"
+
+
+def _to_uint8(face: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(face * 255.0), 0, 255).astype(np.uint8)
