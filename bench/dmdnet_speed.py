@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facerestore_cli.models import dmdnet as D
+from facerestore_cli.models.dmdnet import network as D
 
 REPO = Path(__file__).resolve().parent.parent
 #: The golden boxes (LQ, then the three references), used when the golden data is not available.

@@ -25,7 +25,7 @@ from facerestore_cli.device import make_runtime
 from facerestore_cli.face.align import align_face
 from facerestore_cli.face.detect import create_detector
 from facerestore_cli.face.landmarks import default_predictor
-from facerestore_cli.restore import DMDNetRestorer, MemGANRestorer
+from facerestore_cli.restore import create_restorer
 
 BUDGET_S = 3.0
 
@@ -52,8 +52,8 @@ def main() -> None:
     crop, marks = astronaut_face()
     faces = np.stack([crop] * args.batch)
     lms = np.stack([marks] * args.batch)
-    dmd = DMDNetRestorer(args.dmdnet_weights, runtime, batch_size=args.batch)
-    mem = MemGANRestorer(args.memgan_weights, runtime, batch_size=args.batch)
+    dmd = create_restorer("dmdnet", weights=args.dmdnet_weights, runtime=runtime, batch_size=args.batch)
+    mem = create_restorer("memgan", weights=args.memgan_weights, runtime=runtime, batch_size=args.batch)
     refs = dmd.encode_references(np.stack([crop[:, ::-1].copy(), crop]), np.stack([marks, marks]))
     # (the mirrored astronaut is not a sensible reference, but the cost does not depend on who it is)
 

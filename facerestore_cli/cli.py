@@ -446,8 +446,7 @@ def weights_import_stylegan2(
     width: float = typer.Option(1.0, help="MemGAN width (channels of a narrower model are sliced)."),
 ) -> None:
     """Initialise MemGAN's decoder from a clean StyleGAN2-512 generator (as the paper does)."""
-    from facerestore_cli.models.memgan import initialise_from_stylegan2
-    from facerestore_cli.weights import WeightsError
+    from facerestore_cli.weights import WeightsError, initialise_from_stylegan2
 
     try:
         path = initialise_from_stylegan2(checkpoint, out, width=width)

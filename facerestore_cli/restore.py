@@ -18,12 +18,25 @@ import numpy as np
 
 from facerestore_cli.device import Runtime, make_runtime
 
-METHODS = ("dmdnet", "memgan", "none")
+#: ``none``: detect, align and paste only (the identity restorer).
+NONE = "none"
+
+
+def _registered() -> dict[str, Any]:
+    from facerestore_cli.models import methods
+
+    return methods()
+
+
+#: Every ``--method``: the registered models, then ``none``.
+METHODS: tuple[str, ...] = (*_registered(), NONE)
 
 
 def method_uses_references(method: str) -> bool:
     """Whether ``method`` can read a person's references (a specific dictionary)."""
-    return method == "dmdnet"
+    spec = _registered().get(method)
+    return bool(spec and spec.uses_references)
+
 
 #: A raw output value this far outside [0, 1] is not a near-miss of a trained network; a face with more
 #: than WILD_FRACTION of such values is rejected (trained weights put well under 0.1% of values there).
@@ -157,18 +170,20 @@ class TorchRestorer(Restorer):
     def _restore_batch(self, faces: np.ndarray, landmarks68: np.ndarray, dictionary) -> np.ndarray: ...
 
 
-class DMDNetRestorer(TorchRestorer):
-    """DMDNet: generic dictionary, or the specific path when a person's dictionary is given."""
+class ReferenceRestorer(TorchRestorer):
+    """A method that reads references (DMDNet): its network takes the face, its component boxes (from
+    the landmarks, by the network module's ``component_boxes``) and optionally a specific dictionary."""
 
     uses_references = True
 
-    def __init__(self, weights: Path | None = None, runtime: Runtime | None = None, batch_size: int = 4) -> None:
-        super().__init__("dmdnet", weights, runtime, batch_size)
+    def __init__(self, method: str, weights: Path | None, runtime: Runtime | None, batch_size: int) -> None:
+        super().__init__(method, weights, runtime, batch_size)
+        from facerestore_cli.models import get_method
+
+        self._component_boxes = get_method(method).module.component_boxes
 
     def boxes(self, landmarks68: np.ndarray) -> np.ndarray:
-        from facerestore_cli.models.dmdnet import component_boxes
-
-        return np.stack([component_boxes(lm) for lm in landmarks68])
+        return np.stack([self._component_boxes(lm) for lm in landmarks68])
 
     def encode_references(self, faces: np.ndarray, landmarks68: np.ndarray) -> dict[str, Any]:
         """Specific dictionary of reference crops, on the CPU in float32 (what the cache stores)."""
@@ -193,9 +208,8 @@ class DMDNetRestorer(TorchRestorer):
         return self.from_tensor(out)
 
 
-class MemGANRestorer(TorchRestorer):
-    def __init__(self, weights: Path | None = None, runtime: Runtime | None = None, batch_size: int = 4) -> None:
-        super().__init__("memgan", weights, runtime, batch_size)
+class ImageRestorer(TorchRestorer):
+    """A model that maps the face alone to the restored face (MemGAN, and any such registered method)."""
 
     def _restore_batch(self, faces, landmarks68, dictionary):
         return self.from_tensor(self.model(self.to_tensor(faces)))
@@ -205,10 +219,9 @@ def create_restorer(
     method: str, *, weights: Path | None = None, runtime: Runtime | None = None, batch_size: int = 4
 ) -> Restorer:
     """Build the restorer for ``--method``; raises ``ValueError`` for an unknown method."""
-    if method == "none":
+    if method == NONE:
         return IdentityRestorer()
-    if method == "dmdnet":
-        return DMDNetRestorer(weights, runtime, batch_size)
-    if method == "memgan":
-        return MemGANRestorer(weights, runtime, batch_size)
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    cls = ReferenceRestorer if method_uses_references(method) else ImageRestorer
+    return cls(method, weights, runtime, batch_size)

@@ -59,17 +59,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported lazily: `weights list` and `doctor` should not pay for it
     import torch
 
+    from facerestore_cli.models import OfficialCheckpoint
+
 __all__ = [
     "CHECKPOINT_WRAPPER_KEYS",
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
-    "OFFICIAL_SOURCES",
     "WEIGHTS_FORMAT_VERSION",
     "CheckpointError",
     "DownloadError",
     "ImportResult",
     "LoadedWeights",
-    "OfficialSource",
     "SearchPlace",
     "VerifyResult",
     "WeightsError",
@@ -80,10 +80,12 @@ __all__ = [
     "fetch",
     "file_sha256",
     "import_checkpoint",
+    "initialise_from_stylegan2",
     "list_weights",
     "load_weights",
     "locate_weights",
     "manifest_entry",
+    "official_source",
     "project_weights_dirs",
     "read_manifest",
     "read_safetensors_metadata",
@@ -129,7 +131,8 @@ class WeightsIntegrityError(WeightsError):
 class CheckpointError(WeightsError, ValueError):
     """A checkpoint cannot be imported: damaged, not a checkpoint, unsafe pickle, or wrong keys/shapes.
 
-    Model converters (``convert_official``) raise this class too, so the CLI reports both alike.
+    Model converters raise ``ValueError`` (``models.ConversionError``); importing wraps them in this
+    class, so the CLI reports both alike.
     """
 
 
@@ -214,26 +217,14 @@ class VerifyResult:
         return self.status in ("ok", "unlisted")
 
 
-@dataclass(frozen=True)
-class OfficialSource:
-    """Where a method's official checkpoint is published."""
+def official_source(method: str) -> OfficialCheckpoint | None:
+    """Where ``method``'s official checkpoint is published (from the model registry), if anywhere."""
+    from facerestore_cli.models import get_method
 
-    url: str
-    homepage: str
-    sha256: str | None = None
-    size: int | None = None
-
-
-#: official checkpoints facerestore knows how to fetch; memgan has none (ours ship in weights/)
-OFFICIAL_SOURCES: dict[str, OfficialSource] = {
-    "dmdnet": OfficialSource(
-        url="https://github.com/csxmli2016/DMDNet/releases/download/v1/DMDNet.pth",
-        homepage="https://github.com/csxmli2016/DMDNet",
-        # Not known offline: the structure is verified by importing (every key and shape is checked).
-        sha256=None,
-        size=None,
-    ),
-}
+    try:
+        return get_method(method).official
+    except KeyError:
+        return None
 
 
 # ------------------------------------------------------------------------------------------- places
@@ -642,7 +633,7 @@ def locate_weights(method: str, explicit: Path | str | None = None) -> WeightsLo
 def _not_found_message(method: str, notes: list[str]) -> str:
     lines = [f"no {method} weights found. Searched, in order:"]
     lines += [f"  - {note}" for note in notes]
-    if method in OFFICIAL_SOURCES:
+    if official_source(method) is not None:
         lines.append(
             f"Download the official checkpoint with `facerestore weights fetch {method}`, or import one you "
             f"have with `facerestore weights import PATH --method {method}`."
@@ -696,7 +687,7 @@ def _check_entry(path: Path, entry: Mapping[str, Any]) -> str:
 
 def _refetch_hint(entry: Mapping[str, Any]) -> str:
     method = entry.get("method") or "METHOD"
-    if method in OFFICIAL_SOURCES:
+    if official_source(method) is not None:
         return f"Re-fetch it with `facerestore weights fetch {method}` (or re-import it)."
     return "Re-fetch or re-install it (reinstall facerestore for the shipped weights, or re-import yours)."
 
@@ -919,16 +910,16 @@ def import_checkpoint(
     """
     import torch
 
-    from facerestore_cli.models import model_info
+    from facerestore_cli.models import get_method
 
     src = Path(src).expanduser()
     if not src.is_file():
         raise CheckpointError(f"{src}: no such file")
     try:
-        info = model_info(method)
+        spec = get_method(method)
     except KeyError as exc:
         raise CheckpointError(str(exc.args[0])) from None
-    convert = getattr(info.module, "convert_official", None)
+    convert = getattr(spec.module, "convert_official", None)
     if convert is None:
         raise CheckpointError(f"{method} has no converter for official checkpoints; nothing to import")
 
@@ -947,9 +938,11 @@ def import_checkpoint(
 
     try:
         folded, config = convert(state)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{src} is not a valid {method} checkpoint: {exc}") from exc
-    except (KeyError, ValueError, RuntimeError) as exc:  # e.g. a shape check by load_state_dict
+    except (
+        KeyError,
+        ValueError,
+        RuntimeError,
+    ) as exc:  # converters raise ValueError (ConversionError)  # e.g. a shape check by load_state_dict
         raise CheckpointError(f"{src} is not a valid {method} checkpoint: {exc}") from exc
 
     dest_dir = Path(dest_dir).expanduser() if dest_dir is not None else user_weights_dir()
@@ -989,6 +982,35 @@ def import_checkpoint(
         manifest_path=dest_dir / MANIFEST_NAME,
         tensor_count=len(fp32),
     )
+
+
+def initialise_from_stylegan2(checkpoint: Path | str, out: Path | str, *, width: float = 1.0) -> Path:
+    """Write a MemGAN weights file whose decoder comes from a clean StyleGAN2-512 generator.
+
+    This is the paper's starting point (its decoder blocks are a pretrained StyleGAN2); the encoder,
+    memories and fusions keep their fresh initialisation. Train from it with
+    ``facerestore train memgan --init OUT``.
+    """
+    from facerestore_cli.models.memgan import Config
+    from facerestore_cli.models.memgan.network import MemGAN
+
+    source = Path(checkpoint)
+    config = Config(width=width)
+    model = MemGAN(config)
+    try:
+        model.load_stylegan2(read_checkpoint(source))
+    except ValueError as exc:  # the converter's ConversionError
+        raise CheckpointError(f"{source} is not a clean StyleGAN2 generator: {exc}") from exc
+    out = Path(out)
+    meta = {
+        "method": "memgan",
+        "config": dataclasses.asdict(config),
+        "initialised_from": source.name,
+        "source_sha256": file_sha256(source),
+        "note": "decoder from a clean StyleGAN2-512 generator; not trained for restoration yet",
+    }
+    save_weights({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out, meta)
+    return out
 
 
 # ----------------------------------------------------------------------------------------- download
@@ -1276,15 +1298,16 @@ def fetch(
     """Download a method's official checkpoint and import it (see :func:`import_checkpoint`).
 
     The source is ``url`` if given, else ``$FACERESTORE_<METHOD>_URL`` (e.g. ``FACERESTORE_DMDNET_URL``,
-    for mirrors), else the official release in :data:`OFFICIAL_SOURCES`. The download is kept in
+    for mirrors), else the official release its model card declares. The download is kept in
     ``<dest_dir>/downloads/`` while incomplete, so running fetch again resumes it; it is deleted once
     imported.
     """
-    from facerestore_cli.models import MODELS
+    from facerestore_cli.models import get_method
 
-    if method not in MODELS:
-        raise WeightsError(f"unknown method {method!r}; known: {', '.join(sorted(MODELS))}")
-    official = OFFICIAL_SOURCES.get(method)
+    try:
+        official = get_method(method).official
+    except KeyError as exc:
+        raise WeightsError(str(exc.args[0])) from None
     env_name = f"FACERESTORE_{method.upper()}_URL"
     source_url = url or os.environ.get(env_name)
     if not source_url:

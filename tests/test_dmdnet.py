@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facerestore_cli.models import create_model
-from facerestore_cli.models import dmdnet as D
+from facerestore_cli.models import ConversionError, create_model
+from facerestore_cli.models.dmdnet import network as D
 from facerestore_cli.weights import CheckpointError, import_checkpoint, load_weights
 
 TINY = D.Config(ngf=8, banks=4)
@@ -198,7 +198,7 @@ def test_convert_official_folds_exactly_what_the_hook_computes():
 
 
 def convert_error(state: dict[str, torch.Tensor]) -> str:
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(ConversionError) as info:
         D.convert_official(state)
     return str(info.value)
 

@@ -3,7 +3,7 @@
 The synthetic official-format checkpoint is rebuilt from ``RECIPE.md`` (``tests/dmdnet_recipe.py``),
 checked against ``state_dict_fingerprint.tsv``, saved as a ``.pth`` and imported exactly as a user's
 real checkpoint is: ``weights.import_checkpoint`` (key checks, spectral-norm folding, safetensors,
-manifest), then ``DMDNetRestorer(weights=...)``, the restorer the CLI uses, whose own pre-processing
+manifest), then ``create_restorer("dmdnet", weights=...)``, the restorer the CLI uses, whose own pre-processing
 and component boxes feed the network. Tolerances are the ones the golden README suggests. Restores
 run in ``eval()`` under ``torch.inference_mode()`` as the restorer runs them (the fused CPU path);
 the plain modules, which training and its validation use, are checked on the generic output too.
@@ -24,7 +24,7 @@ from conftest import shared_path
 from dmdnet_recipe import build_state_dict, read_manifest
 from safetensors.numpy import load_file
 
-from facerestore_cli.models import dmdnet as D
+from facerestore_cli.models.dmdnet import network as D
 
 REF_NAMES = ("0.png", "1.png", "10.png")  # the golden batch order (Python sorted())
 LQ_NAME = "00005_17.png"
@@ -113,9 +113,9 @@ def imported(golden, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def restorer(imported):
-    from facerestore_cli.restore import DMDNetRestorer
+    from facerestore_cli.restore import create_restorer
 
-    r = DMDNetRestorer(weights=imported["result"].path)
+    r = create_restorer("dmdnet", weights=imported["result"].path)
     yield r
     del r.model
     gc.collect()

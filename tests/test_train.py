@@ -96,11 +96,11 @@ def test_dmdnet_runs_every_stage_resumes_and_exports(faces_dir: Path, tmp_path: 
         assert val[f"x{scale}_{name}_tone_psnr"] > val[f"x{scale}_{name}_psnr"]
     # the exported file restores through the same restorer the CLI uses
     from facerestore_cli.face.landmarks import default_predictor
-    from facerestore_cli.restore import DMDNetRestorer
+    from facerestore_cli.restore import create_restorer
     from facerestore_cli.train.data import read_rgb
 
     face = read_rgb(sorted(faces_dir.iterdir())[0])
-    restored = DMDNetRestorer(out).restore(face[None], default_predictor().predict(face)[None])
+    restored = create_restorer("dmdnet", weights=out).restore(face[None], default_predictor().predict(face)[None])
     assert restored.shape == (1, 512, 512, 3) and np.isfinite(restored).all()
 
     # resuming a finished run trains nothing more; a longer schedule continues from the checkpoint

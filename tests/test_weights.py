@@ -86,7 +86,12 @@ def isolated(tmp_path, monkeypatch):
     module.build = fake_build
     module.convert_official = fake_convert_official
     monkeypatch.setitem(sys.modules, FAKE_MODULE, module)
-    monkeypatch.setitem(models.MODELS, "fake", FAKE_MODULE)
+    models.methods()  # the real cards first, then the fake one beside them
+    spec = models.MethodSpec(
+        name="fake", summary="a fake model for these tests", config=FakeConfig, uses_references=False,
+        official=None, network=FAKE_MODULE, tiny_config=FakeConfig,
+    )  # fmt: skip
+    monkeypatch.setitem(models.registry._METHODS, "fake", spec)
 
 
 def official_state(hidden: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -727,7 +732,7 @@ def test_fetch_bad_download_keeps_file_and_says_so(server, tmp_path):
 
 
 def test_fetch_knows_official_sources():
-    assert weights.OFFICIAL_SOURCES["dmdnet"].url == (
+    assert weights.official_source("dmdnet").url == (
         "https://github.com/csxmli2016/DMDNet/releases/download/v1/DMDNet.pth"
     )
     with pytest.raises(WeightsError, match="memgan has no public weights"):

@@ -25,12 +25,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from facerestore_cli.models.dmdnet import Config
+from facerestore_cli.models.registry import ConversionError
 
 #: Components the network uses, in the official paste order (later ones overwrite earlier ones).
 PARTS = ("LE", "RE", "MO")
@@ -44,26 +46,6 @@ BOX_ORDER = ("LE", "RE", "NO", "MO")
 SpecificDictionary = dict[str, Tensor]
 """18 tensors ``{LE,RE,MO}{256,128,64}{Key,Value}``: (R, C, t, t) for R references, or (B, R, C, t, t)
 with one set of references per face of the batch."""
-
-
-@dataclass(frozen=True)
-class Config:
-    """Network size. ``Config()`` is the official checkpoint's size; smaller ones are ours."""
-
-    ngf: int = 64
-    banks: int = 128
-
-    @classmethod
-    def official(cls) -> Config:
-        return cls()
-
-    @classmethod
-    def compact(cls) -> Config:
-        """Our CPU-trained size: ~2.6 M parameters and a 32-item generic dictionary."""
-        return cls(ngf=16, banks=32)
-
-    def channels(self, size: int) -> int:
-        return {256: self.ngf, 128: self.ngf * 2, 64: self.ngf * 4}[size]
 
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -666,14 +648,8 @@ def infer_config(state_dict: Mapping[str, Tensor]) -> Config:
         ngf = int(state_dict["E_lq.conv1.0.weight_orig"].shape[0])
         banks = int(state_dict["le_256_mem_key"].shape[0])
     except KeyError as exc:
-        raise _checkpoint_error(f"not a DMDNet checkpoint: key {exc.args[0]!r} is missing") from None
+        raise ConversionError(f"not a DMDNet checkpoint: key {exc.args[0]!r} is missing") from None
     return Config(ngf=ngf, banks=banks)
-
-
-def _checkpoint_error(message: str) -> Exception:
-    from facerestore_cli.weights import CheckpointError
-
-    return CheckpointError(message)
 
 
 def fold_spectral_norm(weight_orig: Tensor, u: Tensor, v: Tensor) -> Tensor:
@@ -690,7 +666,7 @@ def fold_spectral_norm(weight_orig: Tensor, u: Tensor, v: Tensor) -> Tensor:
 def convert_official(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], Config]:
     """Check an official DMDNet state dict key by key and fold its spectral norm.
 
-    Raises ``CheckpointError`` naming missing, unexpected or mis-shaped keys.
+    Raises ``ConversionError`` (a ``ValueError``) naming missing, unexpected or mis-shaped keys.
     """
     config = infer_config(state_dict)
     expected = _official_keys(config)
@@ -709,7 +685,7 @@ def convert_official(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor
     if wrong:
         problems.append(f"{len(wrong)} wrong shape(s): {'; '.join(wrong[:5])}")
     if problems:
-        raise _checkpoint_error(f"not an official DMDNet (ngf={config.ngf}) checkpoint: " + "; ".join(problems))
+        raise ConversionError(f"not an official DMDNet (ngf={config.ngf}) checkpoint: " + "; ".join(problems))
     for k in expected:
         # A float64 sum is finite exactly when every float32/16 element is (inf and nan propagate, and
         # finite float32 values cannot overflow it); unlike isfinite() it allocates nothing per element.
@@ -721,7 +697,7 @@ def convert_official(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor
         else:
             finite = bool(torch.isfinite(t.sum(dtype=torch.float64)))
         if not finite:
-            raise _checkpoint_error(f"tensor {k} is not finite floating point data: the file is damaged")
+            raise ConversionError(f"tensor {k} is not finite floating point data: the file is damaged")
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith("E_hq.") and "_Q." in key:

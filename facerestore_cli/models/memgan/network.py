@@ -31,15 +31,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facerestore_cli.models.memgan import DEFAULT_MEMORY_SCALES, Config  # noqa: F401 (re-exported)
+from facerestore_cli.models.registry import ConversionError
 from facerestore_cli.models.stylegan2 import (
-    BASE_CHANNELS,
     BASE_STYLE_DIM,
     LRELU_SLOPE,
     StyleGAN2Decoder,
@@ -47,89 +46,6 @@ from facerestore_cli.models.stylegan2 import (
     resolutions,
     stylegan2_channels,
 )
-from facerestore_cli.weights import CheckpointError
-
-#: the paper's memory placement minus 512x512 (see Config)
-DEFAULT_MEMORY_SCALES: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
-
-
-@dataclass(frozen=True)
-class Config:
-    """MemGAN hyper-parameters.
-
-    ``width`` multiplies every channel count including the style dim: 1.0 is the paper's model
-    (style dim 512, clean StyleGAN2-512 "Cmul1" channels 512,512,512,512,256,128,64,32 for 4..512).
-    ``size`` is the aligned face size (512 in facerestore; smaller only for tests), and
-    ``channel_multiplier`` the clean generator's multiplier for resolutions >= 64 (1 = "Cmul1").
-    ``memory_scales`` lists the resolutions that get a memory bank of ``K = resolution`` slots;
-    the others fuse ``F^E`` directly. The default is every scale but 512: a 512-slot bank read at
-    262144 positions per face costs several times the rest of the compact model on CPU (the whole
-    forward gets about 4x slower); listing 512 works (the read is chunked) and costs that time.
-    The paper (eq. 5) sets ``lambda_ema = 0.999`` and uses a plain softmax over cosine similarities,
-    i.e. ``memory_temperature = 1``; the temperature is a knob we add (similarities are divided by
-    it before the softmax) because with cosines in [-1, 1] the paper's softmax is very flat.
-    ``fusion_kernel`` is the kernel of the affine and blend convs ("a simple convolution").
-    ``memory_residual``: section 3.2 says the degraded features are *enhanced* by being fused with
-    what is retrieved ("we fuse them with similar facial features retrieved from the memory network"),
-    and Fig. 2 shows F^M keeping the face's spatial layout; the read of eq. 3 alone is a convex
-    combination of slots that, with cosine similarities in [-1, 1], is nearly the same at every
-    position. So by default ``F^M = F^E + read`` (eq. 3 is the ``read``); ``False`` gives the literal
-    ``F^M = read``.
-    """
-
-    width: float = 1.0
-    size: int = 512
-    channel_multiplier: int = 1
-    num_mlp: int = 8
-    memory_scales: tuple[int, ...] = field(default=DEFAULT_MEMORY_SCALES)
-    lambda_ema: float = 0.999
-    memory_temperature: float = 1.0
-    memory_residual: bool = True
-    fusion_kernel: int = 3
-
-    def __post_init__(self) -> None:
-        scales = tuple(sorted({int(s) for s in self.memory_scales}))
-        object.__setattr__(self, "memory_scales", scales)
-        if self.size not in BASE_CHANNELS or self.size < 8:
-            raise ValueError(f"MemGAN size must be a power of two in 8..1024, got {self.size}")
-        if not self.width > 0:
-            raise ValueError(f"width must be positive, got {self.width}")
-        bad = [s for s in scales if s not in resolutions(self.size)]
-        if bad:
-            raise ValueError(f"memory_scales {bad} are not decoder resolutions 4..{self.size}")
-        if not 0.0 <= self.lambda_ema <= 1.0:
-            raise ValueError(f"lambda_ema must be in [0, 1], got {self.lambda_ema}")
-        if not self.memory_temperature > 0:
-            raise ValueError(f"memory_temperature must be positive, got {self.memory_temperature}")
-        if self.fusion_kernel < 1 or self.fusion_kernel % 2 == 0:
-            raise ValueError(f"fusion_kernel must be odd and positive, got {self.fusion_kernel}")
-        if self.num_mlp < 1:
-            raise ValueError(f"num_mlp must be at least 1, got {self.num_mlp}")
-
-    @classmethod
-    def paper(cls) -> Config:
-        """The full-size model of the paper: 87 M parameters (42 M of them in the 3x3 fusion convs of
-        the 512-channel scales), 2-5 s per face on two CPU threads."""
-        return cls()
-
-    @classmethod
-    def compact(cls) -> Config:
-        """Our CPU model: quarter width (style dim 128, channels 128,128,128,128,64,32,16,8), memory
-        at 4..256.
-
-        5.5 M parameters plus 0.72 M buffer values (noise maps, 20k memory values): 12 MiB as fp16.
-        One 512x512 face takes about 0.25-0.4 s on two CPU threads (width 0.375 would be 12.3 M
-        parameters and about 0.5 s).
-        """
-        return cls(width=0.25)
-
-    @property
-    def style_dim(self) -> int:
-        return max(1, int(BASE_STYLE_DIM * self.width))
-
-    def channels(self) -> dict[int, int]:
-        """Channels per resolution, shared by encoder, memory and decoder."""
-        return stylegan2_channels(self.size, self.width, self.channel_multiplier)
 
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -371,7 +287,7 @@ class MemGAN(nn.Module):
         result = self.load_state_dict(converted, strict=False)
         left = [k for k in result.missing_keys if k.startswith("decoder.")]
         if left or result.unexpected_keys:  # would mean the two layouts drifted apart: a bug here
-            raise CheckpointError(f"decoder keys not loaded: {left}, unexpected: {result.unexpected_keys}")
+            raise ConversionError(f"decoder keys not loaded: {left}, unexpected: {result.unexpected_keys}")
 
 
 def build(config: Config) -> MemGAN:
@@ -403,14 +319,14 @@ def convert_stylegan2(state_dict: Mapping[str, object], config: Config) -> dict[
     """Map a clean StyleGAN2 generator (full width, e.g. GFPGAN's Cmul1 512 model) onto ``decoder.*``.
 
     Every key of the clean layout must be present with exactly its shape, and nothing else may be
-    there; otherwise :class:`CheckpointError` names the offending keys. With ``config.width < 1``
+    there; otherwise :class:`ConversionError` names the offending keys. With ``config.width < 1``
     the leading channels (and style dims) of every tensor are kept, a cheap but legitimate
     initialisation for a narrow model to be fine-tuned; weights whose fan-in is cut are multiplied
     by ``sqrt(full_fan_in / kept_fan_in)`` so activations keep roughly their scale. ``width > 1``
     cannot be initialised from a full-width file and raises.
     """
     if config.width > 1:
-        raise CheckpointError(f"width {config.width} > 1: a full-width StyleGAN2 cannot fill a wider decoder")
+        raise ConversionError(f"width {config.width} > 1: a full-width StyleGAN2 cannot fill a wider decoder")
     sd = _unwrap(state_dict)
     full = stylegan2_channels(config.size, 1.0, config.channel_multiplier)
     source = decoder_layout(config.size, full, BASE_STYLE_DIM, config.num_mlp)
@@ -423,18 +339,18 @@ def convert_stylegan2(state_dict: Mapping[str, object], config: Config) -> dict[
             parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:8])}")
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(map(str, unexpected[:8]))}")
-        raise CheckpointError(f"not a clean StyleGAN2-{config.size} generator: {'; '.join(parts)}")
+        raise ConversionError(f"not a clean StyleGAN2-{config.size} generator: {'; '.join(parts)}")
     out: dict[str, Tensor] = {}
     for key, src_shape in source.items():
         tensor = sd[key]
         if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
-            raise CheckpointError(f"{key}: expected a floating-point tensor, got {type(tensor).__name__}")
+            raise ConversionError(f"{key}: expected a floating-point tensor, got {type(tensor).__name__}")
         if tuple(tensor.shape) != src_shape:
-            raise CheckpointError(
+            raise ConversionError(
                 f"{key}: shape {tuple(tensor.shape)}, but the clean StyleGAN2-{config.size} layout has {src_shape}"
             )
         if not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{key}: holds NaN or infinite values")
+            raise ConversionError(f"{key}: holds NaN or infinite values")
         tgt_shape = target[key]
         value = tensor.detach()
         if tgt_shape != src_shape:
@@ -443,31 +359,4 @@ def convert_stylegan2(state_dict: Mapping[str, object], config: Config) -> dict[
             if dim is not None and tgt_shape[dim] != src_shape[dim]:
                 value = value * math.sqrt(src_shape[dim] / tgt_shape[dim])
         out[f"decoder.{key}"] = value.contiguous().clone()
-    return out
-
-
-def initialise_from_stylegan2(checkpoint: Path | str, out: Path | str, *, width: float = 1.0) -> Path:
-    """Write a MemGAN weights file whose decoder comes from a clean StyleGAN2-512 generator.
-
-    This is the paper's starting point (its decoder blocks are a pretrained StyleGAN2); the encoder,
-    memories and fusions keep their fresh initialisation. Train from it with
-    ``facerestore train memgan --init OUT``.
-    """
-    import dataclasses
-
-    from facerestore_cli.weights import file_sha256, read_checkpoint, save_weights
-
-    source = Path(checkpoint)
-    config = Config(width=width)
-    model = MemGAN(config)
-    model.load_stylegan2(read_checkpoint(source))
-    out = Path(out)
-    meta = {
-        "method": "memgan",
-        "config": dataclasses.asdict(config),
-        "initialised_from": source.name,
-        "source_sha256": file_sha256(source),
-        "note": "decoder from a clean StyleGAN2-512 generator; not trained for restoration yet",
-    }
-    save_weights({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out, meta)
     return out
