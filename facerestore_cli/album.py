@@ -15,6 +15,9 @@ from pathlib import Path
 
 from facerestore_cli.imagefile import SUPPORTED_SUFFIXES
 
+__all__ = ["InputItem", "InputProblem", "Inputs", "OutputError", "OutputPlan", "check_side_file", "discover_inputs"]
+
+
 GLOB_CHARS = frozenset("*?[")
 
 

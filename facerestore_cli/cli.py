@@ -8,6 +8,7 @@ all done, 1 some files failed, 2 usage or set-up error, 130 interrupted.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sys
@@ -19,6 +20,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from facerestore_cli import __version__, cli_train
+from facerestore_cli.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DETECT_MAX_SIDE,
+    DEFAULT_DETECTOR,
+    DEFAULT_EMBEDDER,
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_METHOD,
+    DEFAULT_MIN_FACE,
+)
+from facerestore_cli.models import methods as registered_methods
 
 app = typer.Typer(
     add_completion=False,
@@ -37,14 +49,19 @@ app.add_typer(cli_train.app, name="train")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 COMMANDS = {"restore", "build-dict", "people", "cache", "weights", "doctor", "train"}
+#: --method choices: every registered model (models/registry.py), then ``none``.
+METHOD_CHOICES = (*registered_methods(), "none")
+Method = enum.Enum("Method", {name: name for name in METHOD_CHOICES}, type=str)
+#: The methods that read references (build-dict, people): the first is the default.
+REFERENCE_METHODS = tuple(name for name, spec in registered_methods().items() if spec.uses_references)
+METHOD_HELP = "; ".join(
+    [*(f"{name}: {spec.summary.split(': ', 1)[-1]}" for name, spec in registered_methods().items()),
+     "none: detect, align and paste only"]
+)  # fmt: skip
 EMBEDDER_HELP = (
     "Face embeddings that match faces to --refs/--people: auto (insightface when its model pack is on disk, "
     "else dlib), dlib, or insightface[:pack]."
 )
-
-
-class SetupError(Exception):
-    """Something the user must fix before anything can run (exit code 2)."""
 
 
 def _fail_setup(message: str) -> None:
@@ -79,12 +96,12 @@ def restore_command(
         None, "--output", "-o", help="Folder for the results; mirrors the input tree and keeps names and formats."
     ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
-    method: str = typer.Option("dmdnet", "--method", "-m", help="dmdnet, memgan, or none (detect/align/paste only)."),
+    method: Method = typer.Option(DEFAULT_METHOD, "--method", "-m", help=METHOD_HELP),
     weights: Path | None = typer.Option(None, help="Weights file (default: the lookup order of `weights list`)."),
     refs: Path | None = typer.Option(None, help="Folder of good photos of the person (DMDNet); compiled once, cached."),
     force_refs: bool = typer.Option(False, help="Use --refs for every face without checking who it is."),
     people: Path | None = typer.Option(None, help="Folder of person folders: each face gets its own person's refs."),
-    embedder: str = typer.Option("auto", help=EMBEDDER_HELP),
+    embedder: str = typer.Option(DEFAULT_EMBEDDER, help=EMBEDDER_HELP),
     people_threshold: float | None = typer.Option(
         None, help="Max face-to-person distance to count as a match \\[default: the embedder's, dlib 0.55]."
     ),
@@ -95,24 +112,28 @@ def restore_command(
     ext: str | None = typer.Option(None, help="Output format by extension, e.g. png (default: keep the input's)."),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input files (atomically)."),
     skip_existing: bool = typer.Option(False, help="Skip inputs whose output exists: resumes an interrupted album."),
-    quality: int = typer.Option(95, min=1, max=100, help="JPEG/WebP quality of lossy outputs."),
+    quality: int = typer.Option(DEFAULT_JPEG_QUALITY, min=1, max=100, help="JPEG/WebP quality of lossy outputs."),
     aligned: bool = typer.Option(False, help="Inputs are already aligned 512x512 face crops."),
     faces: str = typer.Option("all", help="Which faces: all, largest or center."),
-    min_face: int = typer.Option(16, min=0, help="Skip faces smaller than this many pixels."),
+    min_face: int = typer.Option(DEFAULT_MIN_FACE, min=0, help="Skip faces smaller than this many pixels."),
     blend: float = typer.Option(1.0, min=0.0, max=1.0, help="0 keeps the original face, 1 the restored one."),
     upscale: int = typer.Option(1, min=1, max=8, help="Enlarge the whole photo (Lanczos); faces at full quality."),
     tone_match: bool = typer.Option(True, help="Match the restored faces' colour and tone to the photo."),
-    detector: str = typer.Option("retinaface", help="retinaface (default), hog, cnn or insightface."),
-    detect_size: int = typer.Option(1600, min=64, help="Detect on a copy at most this many pixels on its long side."),
+    detector: str = typer.Option(DEFAULT_DETECTOR, help="retinaface (default), hog, cnn or insightface."),
+    detect_size: int = typer.Option(
+        DEFAULT_DETECT_MAX_SIDE, min=64, help="Detect on a copy at most this many pixels on its long side."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     half: bool | None = typer.Option(None, "--half/--no-half", help="fp16 (default: on for CUDA only)."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads for the models."),
-    batch_size: int = typer.Option(4, min=1, help="Faces per model call."),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, min=1, help="Faces per model call."),
     save_faces: bool = typer.Option(False, help="Also write each aligned crop and restored face."),
     compare: bool = typer.Option(False, help="Also write a before/after side-by-side."),
     report: Path | None = typer.Option(None, help="Write one JSON line per image to this file."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
-    max_pixels: int = typer.Option(178_956_970, help="Refuse photos larger than this (decompression bombs)."),
+    max_pixels: int = typer.Option(
+        DEFAULT_MAX_PIXELS, min=1, help="Refuse photos larger than this (decompression bombs)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary table."),
 ) -> None:
     """Restore the faces of photos, folders or globs."""
@@ -121,7 +142,7 @@ def restore_command(
     from facerestore_cli.report import ReportWriter
 
     options = RestoreOptions.from_flat(
-        method=method, weights=weights, device=device, half=half, threads=threads, batch_size=batch_size,
+        method=Method(method).value, weights=weights, device=device, half=half, threads=threads, batch_size=batch_size,
         detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face, blend=blend,
         upscale=upscale, aligned=aligned, refs=refs, force_refs=force_refs, people=people, embedder=embedder,
         people_threshold=people_threshold, people_margin=people_margin,
@@ -247,8 +268,8 @@ def build_dict_command(
     folders: list[Path] = typer.Argument(..., help="A person's reference folder, or a people folder of them."),
     weights: Path | None = typer.Option(None, help="DMDNet weights the dictionary is for."),
     force: bool = typer.Option(False, help="Rebuild even when the cache is up to date."),
-    detector: str = typer.Option("retinaface"),
-    embedder: str = typer.Option("auto", help=EMBEDDER_HELP),
+    detector: str = typer.Option(DEFAULT_DETECTOR, help="The detector that finds the faces in the references."),
+    embedder: str = typer.Option(DEFAULT_EMBEDDER, help=EMBEDDER_HELP),
     device: str = typer.Option("auto"),
     threads: int | None = typer.Option(None, min=1),
     json_out: bool = typer.Option(False, "--json"),
@@ -260,7 +281,12 @@ def build_dict_command(
 
     engine = _engine(
         RestoreOptions.from_flat(
-            method="dmdnet", weights=weights, detector=detector, embedder=embedder, device=device, threads=threads
+            method=REFERENCE_METHODS[0],
+            weights=weights,
+            detector=detector,
+            embedder=embedder,
+            device=device,
+            threads=threads,
         )
     )
     try:
@@ -312,7 +338,7 @@ def _print_compiled(compiled) -> None:
 def people_command(
     folder: Path = typer.Argument(..., help="Folder of person folders."),
     weights: Path | None = typer.Option(None),
-    detector: str = typer.Option("retinaface", help="The detector the dictionaries were compiled with."),
+    detector: str = typer.Option(DEFAULT_DETECTOR, help="The detector the dictionaries were compiled with."),
     embedder: str = typer.Option("auto", help="The face embedder the dictionaries were compiled with (see restore)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -330,7 +356,7 @@ def people_command(
 
     try:
         embedder_name = resolve_embedder(embedder)  # a name only: nothing is loaded
-        sha = file_sha256(locate_weights("dmdnet", weights).path)
+        sha = file_sha256(locate_weights(REFERENCE_METHODS[0], weights).path)
         folders = person_folders(folder)
     except (WeightsError, DictionaryError, ValueError) as exc:
         _fail_setup(str(exc))
@@ -404,7 +430,7 @@ def weights_list(json_out: bool = typer.Option(False, "--json")) -> None:
 
 @weights_app.command("fetch")
 def weights_fetch(
-    method: str = typer.Argument("dmdnet"),
+    method: str = typer.Argument(DEFAULT_METHOD, help="The method whose official checkpoint to fetch."),
     url: str | None = typer.Option(None, help="Download from a mirror instead of the official release."),
     timeout: float = typer.Option(30.0),
     retries: int = typer.Option(5),
@@ -423,7 +449,7 @@ def weights_fetch(
 @weights_app.command("import")
 def weights_import(
     checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False),
-    method: str = typer.Option("dmdnet"),
+    method: str = typer.Option(DEFAULT_METHOD, help="The method the checkpoint is for."),
     dest: Path | None = typer.Option(None, help="Folder to write into (default: the user weights folder)."),
 ) -> None:
     """Import an official checkpoint (.pth, loaded with weights_only=True) as safetensors."""

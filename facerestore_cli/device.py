@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = ["DeviceError", "Runtime", "make_runtime", "onnx_providers", "onnx_session_options", "resolve_device"]
+
+
 log = logging.getLogger(__name__)
 
 

@@ -13,6 +13,8 @@ import platform
 import sys
 from typing import Any
 
+__all__ = ["collect"]
+
 
 def _version(dist: str) -> str:
     try:
@@ -29,6 +31,7 @@ def collect() -> dict[str, dict[str, Any]]:
     from facerestore_cli.face.detect import available_detectors
     from facerestore_cli.face.identity import available_embedders
     from facerestore_cli.imagefile import SUPPORTED_SUFFIXES
+    from facerestore_cli.models import methods as registered_methods
     from facerestore_cli.references.dictionary import DictionaryCache
     from facerestore_cli.weights import list_weights, search_places
 
@@ -66,9 +69,13 @@ def collect() -> dict[str, dict[str, Any]]:
 
     embedders = {name if name != "auto" else "auto picks": v for name, v in available_embedders().items()}
 
+    methods = {
+        name: f"{spec.summary}; official checkpoint: {spec.official.licence if spec.official else 'none (ours ship)'}"
+        for name, spec in registered_methods().items()
+    }
     weights: dict[str, Any] = {}
     found = list_weights()
-    for method in ("dmdnet", "memgan"):
+    for method in registered_methods():
         first = next((w for w in found if w.method == method), None)
         weights[method] = f"{first.path} ({first.origin})" if first else "not found: see `facerestore weights list`"
     for i, place in enumerate(search_places(), 1):
@@ -83,6 +90,7 @@ def collect() -> dict[str, dict[str, Any]]:
         "devices": devices,
         "detectors": detectors,
         "embedders": embedders,
+        "methods": methods,
         "weights": weights,
         "files": files,
     }

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+__all__ = ["OK_STATUSES", "FaceReport", "ImageReport", "ReportWriter", "Summary"]
+
+
 #: Image statuses that count as success for the exit code.
 OK_STATUSES = frozenset({"restored", "no-faces", "exists"})
 

@@ -438,8 +438,8 @@ def test_routing_defaults_follow_the_embedder_unless_given(fake_onnx, home):
 
 
 def test_faces_are_routed_with_the_embedders_thresholds_and_named_in_the_report(fake_onnx, pack):
-    from facerestore_cli.face.align import AlignedFace
     from facerestore_cli.engine import FaceWork
+    from facerestore_cli.face.align import AlignedFace
     from facerestore_cli.report import FaceReport
 
     pipeline = _pipeline(embedder="insightface")

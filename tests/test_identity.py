@@ -12,7 +12,6 @@ from skimage import data
 
 from facerestore_cli.face.identity import (
     EMBEDDING_SIZE,
-    SAME_PERSON_DISTANCE,
     FaceEmbedder,
     cosine_similarity,
     default_embedder,
@@ -20,6 +19,8 @@ from facerestore_cli.face.identity import (
 )
 from facerestore_cli.face.landmarks import default_predictor
 
+#: dlib's documented same-person threshold on the Euclidean distance of two embeddings.
+SAME_PERSON_DISTANCE = 0.6
 #: First six people of london-pairs (aligned 512 crops, one neutral and one smiling photo each).
 PEOPLE = ("001", "003", "005", "007", "009", "011")
 #: dlib's 68-point box around the astronaut's face (its HOG detector's box on the 512 px photo).

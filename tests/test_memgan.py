@@ -322,7 +322,7 @@ def test_decoder_layout_is_the_clean_manifest() -> None:
 @pytest.mark.shared
 def test_convert_stylegan2_fills_every_decoder_tensor(clean_state_dict) -> None:
     model = build(Config(width=1.0))
-    converted = convert_stylegan2({"params_ema": clean_state_dict}, model.config)
+    converted = convert_stylegan2(clean_state_dict, model.config)
     assert set(converted) == {f"decoder.{k}" for k in clean_state_dict}
     result = model.load_state_dict(converted, strict=False)
     assert not result.unexpected_keys

@@ -19,9 +19,11 @@ import pytest
 from conftest import shared_path
 from test_dictionary import make_tiny_dmdnet
 
-from facerestore_cli.face.identity import SAME_PERSON_DISTANCE
 from facerestore_cli.references.dictionary import CompiledDictionary, DictionaryError
 from facerestore_cli.references.people import DEFAULT_MARGIN, DEFAULT_THRESHOLD, PeopleIndex, Person, person_folders
+
+#: dlib's documented same-person threshold on the Euclidean distance of two embeddings.
+SAME_PERSON_DISTANCE = 0.6
 
 
 def person(name: str, centroid) -> Person:

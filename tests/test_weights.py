@@ -79,8 +79,9 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "home"))
     for name in ("WEIGHTS", "DMDNET_URL", "MEMGAN_URL", "FAKE_URL"):
         monkeypatch.delenv(f"FACERESTORE_{name}", raising=False)
-    monkeypatch.setattr(weights, "project_weights_dirs", lambda: [tmp_path / "project"])
-    monkeypatch.setattr(weights, "_hash_cache", {})
+    # patched where they are looked up: the package only re-exports them
+    monkeypatch.setattr(weights.lookup, "project_weights_dirs", lambda: [tmp_path / "project"])
+    monkeypatch.setattr(weights.files, "_hash_cache", {})
     module = types.ModuleType(FAKE_MODULE)
     module.Config = FakeConfig
     module.build = fake_build
@@ -301,10 +302,10 @@ def test_manifest_size_mismatch_and_verify_all(tmp_path):
 def test_hash_is_computed_once_per_unchanged_file(tmp_path, monkeypatch):
     path = weights.user_weights_dir() / "fake.safetensors"
     write_weights(path)
-    weights._hash_cache.clear()
+    weights.files._hash_cache.clear()
     calls = []
-    real = weights._hash_file
-    monkeypatch.setattr(weights, "_hash_file", lambda p: calls.append(p) or real(p))
+    real = weights.files._hash_file
+    monkeypatch.setattr(weights.files, "_hash_file", lambda p: calls.append(p) or real(p))
     weights.load_weights(path)
     weights.load_weights(weights.locate_weights("fake"))
     assert len(calls) == 1

@@ -33,6 +33,7 @@ import numpy as np
 from facerestore_cli.defaults import DEFAULT_DETECT_MAX_SIDE, DEFAULT_DETECTOR
 from facerestore_cli.device import onnx_providers, onnx_session_options
 from facerestore_cli.face.dlib_models import ModelFileError, dlib_model_path, shape_predictor_68
+from facerestore_cli.imagefile import rgb8
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +103,11 @@ class DetectorUnavailable(RuntimeError):
 
 
 def _as_rgb8(image: np.ndarray) -> np.ndarray:
-    """Accept what the loader produces (grey, RGBA, 16-bit) and give detectors 8-bit RGB."""
+    """Accept what the loader produces (grey, RGBA, 16-bit) and give detectors contiguous 8-bit RGB."""
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
-    image = image[:, :, :3]
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
+    if image.dtype not in (np.uint8, np.uint16):
         raise TypeError(f"expected a uint8 (or uint16) image, got {image.dtype}")
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(rgb8(image))
 
 
 def _downscale(rgb: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float, float]:

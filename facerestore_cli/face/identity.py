@@ -40,8 +40,6 @@ from facerestore_cli.face.landmarks import ALIGNED_FACE_BOX
 
 #: Size of dlib's embeddings.
 EMBEDDING_SIZE = 128
-#: dlib's same-person threshold on the Euclidean distance between two embeddings.
-SAME_PERSON_DISTANCE = 0.6
 #: dlib routing defaults, measured by ``bench/routing.py`` (how: ``people.py``'s docstring).
 DLIB_THRESHOLD = 0.55
 DLIB_MARGIN = 0.12
@@ -491,7 +489,6 @@ __all__ = [
     "ARCFACE_TEMPLATE_112",
     "EMBEDDERS",
     "EMBEDDING_SIZE",
-    "SAME_PERSON_DISTANCE",
     "EmbedderUnavailable",
     "FaceEmbedder",
     "InsightFaceEmbedder",

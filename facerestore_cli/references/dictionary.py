@@ -162,12 +162,11 @@ class DictionaryCache:
         path = self.path_for(key)
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         metadata = {**metadata, "key": key, "tensors_sha256": tensors_digest(tensors)}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        # the project's one atomic writer: a crash mid-save leaves the old entry or none, never half of one
+        from facerestore_cli.imagefile import atomic_write
+
+        with atomic_write(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     def prune(self, keep: str, folder: str, weights_sha256: str, settings: str) -> int:

@@ -10,29 +10,12 @@ person (``--refs``) only the threshold applies. Distances only mean something wi
 an index refuses people compiled with another embedder than the faces it routes.
 
 Each embedder carries its own defaults. :data:`DEFAULT_THRESHOLD` and :data:`DEFAULT_MARGIN` are
-dlib's, measured as below. insightface's (``identity.INSIGHTFACE_THRESHOLD``/``INSIGHTFACE_MARGIN``)
+dlib's, measured on real photos (see below). insightface's (``identity.INSIGHTFACE_THRESHOLD``/``INSIGHTFACE_MARGIN``)
 come from insightface's published same-person guidance and were NOT measured this way;
-``bench/routing.py --embedder insightface`` runs the procedure below for them.
+``bench/routing.py --embedder insightface`` runs the same procedure for them.
 
-How the dlib defaults were chosen (``bench/routing.py``, London pairs: 50 people, the neutral photo as the
-only reference, the smiling photo degraded at x4 and x8 by ``fixed_degradation`` as the album, faces
-embedded as ``--aligned`` does). Distances to a person's centroid (median [p99]): a clean smiling photo
-to its own person 0.22 [0.40], degraded x4 0.30 [0.45], x8 0.40 [0.52] (degradation pushes faces away
-from their references); to the *nearest other* person 0.63 [p1 0.48] at both strengths. The impostor
-tail comes from small groups of people dlib finds alike, so the margin, not the threshold, is what
-keeps a stranger away from a look-alike in a large people folder.
-
-The procedure: every album face is scored in three roles: *known* (its person is in the folder; right
-only if it gets them), *stranger* (its person removed from the folder; any match is wrong) and against
-every other person alone (one-person folders; any match is wrong). On a 0.30–0.80 × 0.00–0.20 grid
-(step 0.01), keep the (threshold, margin) pairs with at most 1% wrong-person matches in every role,
-maximise own-person matches − 10 × wrong-person matches, and take the cell nearest the middle of the
-best plateau. Applied to all 50 people it gives threshold 0.55, margin 0.12: 97% of album faces get
-their own person, 3% fall back to generic, none gets somebody else's (0% of strangers either; 0.27%
-of face–other-person pairs fall within the threshold). Two-fold cross-validation over people (choose on
-one half, evaluate on the other; 200 random halvings) gives 96% own person, 0% wrong among known faces
-and 2.9% wrong among strangers: a half that lacks a look-alike group picks a smaller margin than the
-whole set does, which is why the defaults use every person.
+How the dlib defaults were chosen (``bench/routing.py`` on the London pairs, a grid search that keeps
+at most 1% wrong-person matches in every role) is in ``docs/studies/people-routing-defaults.md``.
 """
 
 from __future__ import annotations
@@ -43,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerestore_cli.face.identity import DLIB_MARGIN, DLIB_THRESHOLD
+from facerestore_cli.face.identity import DLIB_MARGIN, DLIB_THRESHOLD, cosine_similarity
 from facerestore_cli.references.dictionary import CompiledDictionary, DictionaryError
 
 #: Largest dlib distance between a face and a person's centroid that still counts as that person.
@@ -150,7 +133,7 @@ class PeopleIndex:
         order = np.argsort(d, kind="stable")  # ties: the first person by name
         best = int(order[0])
         d1 = float(d[best])
-        sim = _cosine(embedding, self._centroids[best])
+        sim = cosine_similarity(embedding, self._centroids[best])
         name = self.people[best].name
         if d1 > self.threshold:
             return Route(None, d1, sim, f"nobody: nearest is {name} at distance {d1:.3f} > {self.threshold}")
@@ -163,7 +146,3 @@ class PeopleIndex:
                     f"ambiguous: {name} at {d1:.3f} and {second} at {d2:.3f} are within the margin {self.margin}",
                 )  # fmt: skip
         return Route(name, d1, sim, f"matched {name} at distance {d1:.3f}", self.people[best].dictionary)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))

@@ -7,7 +7,7 @@ checkpoint, reorganised for production use:
 * plain convolutions: spectral norm is folded into the weights once, at import
   (:func:`convert_official`), instead of a hook recomputing ``weight_orig / sigma`` on every forward;
 * a *specific dictionary* (the references' keys and values) is a plain mapping of tensors that can be
-  computed once per person and cached (:meth:`DMDNet.build_specific`), and a restore with references
+  computed once per person and cached (:meth:`DMDNet.encode_references`), and a restore with references
   runs only the specific path instead of decoding twice;
 * batches of faces, each with its own component boxes; an optional generic dictionary override so the
   training stages of the paper (dictionary from an extractor, forward update, backward update) can
@@ -69,31 +69,11 @@ def _two_convs(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Se
 def fused_convolutions_available() -> bool:
     """Whether oneDNN's fused convolution (``torch.ops.mkldnn._convolution_pointwise``) works here.
 
-    Why the inference path uses it: with eager PyTorch every convolution on an NCHW tensor reorders
-    its input to oneDNN's blocked layout and its output back, and every LeakyReLU and residual add is
-    one more pass over memory. Almost all of DMDNet's time is 3x3 convolutions on wide maps (64
-    channels at 512x512 and 256x256), so those passes matter. Running the convolutions on
-    ``channels_last`` activations with the LeakyReLU (a unary post-op) or the residual add (a binary
-    post-op) done inside the convolution removes them. Measured on the official-size network with one
-    thread (CPU-time medians of interleaved runs on a machine shared with training jobs): 1.25-1.4x
-    faster than the same folded network run eagerly in NCHW, ~1.15x faster than eager
-    ``channels_last`` alone, and 1.25-1.5x faster than the official hook-style network
-    (``bench/dmdnet_speed.py``). A generic restore is 374 GFLOP of 3x3 convolutions, which now run at
-    100-110 GFLOP/s, about 80% of this core's SGEMM rate, so little is left to gain in float32. The
-    post-ops are elementwise on the same float32 accumulator, so only the convolution's own summation
-    order differs (< 1e-7 on the golden outputs).
-
-    Tried and not kept: ``torch.jit.freeze`` + ``optimize_for_inference`` (1.10x on the encoder against
-    1.17x for this path: it converts to and from oneDNN tensors around every LeakyReLU), one
-    convolution for the Scale and Shift networks' shared input (3% slower: the output halves are
-    strided views that oneDNN copies), ``channels_last`` weights (7% slower than converting them on
-    the fly), oneDNN's blocked layout kept between layers (slower than NHWC at 64 channels), batches
-    of 4 faces (the same time per face), and pre-packed weights (~3% on the largest layers, not worth
-    a cache that could go stale). Dilated convolutions run at the same speed as undilated ones through
-    oneDNN in either layout.
-
-    The operator is a PyTorch-internal one (the one Inductor uses on CPU), so it is probed once on a
-    tiny input and the plain modules are used if it is missing or disagrees.
+    It runs each 3x3 convolution on ``channels_last`` activations with its LeakyReLU or residual add
+    inside the call, which saves the layout reorders and extra memory passes of eager PyTorch: 1.25-1.4x
+    faster on CPU (the measurements and what was tried: ``docs/studies/dmdnet-fused-cpu-path.md``). The
+    operator is PyTorch-internal, so it is probed once on a tiny input and the plain modules are used
+    if it is missing or disagrees.
     """
     try:
         op = torch.ops.mkldnn._convolution_pointwise
@@ -535,8 +515,6 @@ class DMDNet(nn.Module):
                 out[dict_key(part, size, "Key")] = key
                 out[dict_key(part, size, "Value")] = value
         return out
-
-    build_specific = encode_references
 
     # -- forward ------------------------------------------------------------------------------------
 

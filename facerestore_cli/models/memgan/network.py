@@ -294,18 +294,6 @@ def build(config: Config) -> MemGAN:
     return MemGAN(config)
 
 
-def _unwrap(state_dict: Mapping[str, object]) -> Mapping[str, object]:
-    """Accept basicsr/GFPGAN training files (``params_ema`` preferred over ``params``) and DDP prefixes."""
-    for wrapper in ("params_ema", "params"):
-        inner = state_dict.get(wrapper)
-        if isinstance(inner, Mapping):
-            state_dict = inner
-            break
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
-    return state_dict
-
-
 def _fan_in_dim(key: str) -> int | None:
     """Which dimension of a weight is its fan-in (for rescaling sliced weights), if any."""
     if key.endswith("modulated_conv.weight"):
@@ -327,7 +315,7 @@ def convert_stylegan2(state_dict: Mapping[str, object], config: Config) -> dict[
     """
     if config.width > 1:
         raise ConversionError(f"width {config.width} > 1: a full-width StyleGAN2 cannot fill a wider decoder")
-    sd = _unwrap(state_dict)
+    sd = state_dict
     full = stylegan2_channels(config.size, 1.0, config.channel_multiplier)
     source = decoder_layout(config.size, full, BASE_STYLE_DIM, config.num_mlp)
     target = decoder_layout(config.size, config.channels(), config.style_dim, config.num_mlp)
