@@ -112,11 +112,22 @@ def restore_command(
     ext: str | None = typer.Option(None, help="Output format by extension, e.g. png (default: keep the input's)."),
     in_place: bool = typer.Option(False, "--in-place", help="Replace the input files (atomically)."),
     skip_existing: bool = typer.Option(False, help="Skip inputs whose output exists: resumes an interrupted album."),
-    quality: int = typer.Option(DEFAULT_JPEG_QUALITY, min=1, max=100, help="JPEG/WebP quality of lossy outputs."),
+    quality: int | None = typer.Option(
+        None,
+        min=1,
+        max=100,
+        help="Re-encode lossy outputs at this quality. Default: a JPEG keeps its own blocks away from the faces "
+        f"(and its own quality where it must be re-encoded); other lossy outputs {DEFAULT_JPEG_QUALITY}.",
+    ),
     aligned: bool = typer.Option(False, help="Inputs are already aligned 512x512 face crops."),
     faces: str = typer.Option("all", help="Which faces: all, largest or center."),
     min_face: int = typer.Option(DEFAULT_MIN_FACE, min=0, help="Skip faces smaller than this many pixels."),
-    blend: float = typer.Option(1.0, min=0.0, max=1.0, help="0 keeps the original face, 1 the restored one."),
+    strength: str = typer.Option(
+        "auto",
+        help="How much of each restored face to use: auto (measure each face and restore only what it needs; "
+        "a clean face is left exactly as it was), or 0..1 for every face.",
+    ),
+    blend: float | None = typer.Option(None, min=0.0, max=1.0, hidden=True, help="Old name of --strength."),
     upscale: int = typer.Option(1, min=1, max=8, help="Enlarge the whole photo (Lanczos); faces at full quality."),
     tone_match: bool = typer.Option(True, help="Match the restored faces' colour and tone to the photo."),
     detector: str = typer.Option(DEFAULT_DETECTOR, help="retinaface (default), hog, cnn or insightface."),
@@ -143,7 +154,8 @@ def restore_command(
 
     options = RestoreOptions.from_flat(
         method=Method(method).value, weights=weights, device=device, half=half, threads=threads, batch_size=batch_size,
-        detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face, blend=blend,
+        detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face,
+        strength=_strength(strength, blend),
         upscale=upscale, aligned=aligned, refs=refs, force_refs=force_refs, people=people, embedder=embedder,
         people_threshold=people_threshold, people_margin=people_margin,
         tone_match=tone_match, save_faces=save_faces, compare=compare, quality=quality, max_pixels=max_pixels,
@@ -186,6 +198,18 @@ def restore_command(
     if json_out:
         typer.echo(json.dumps(summary.to_json()))
     raise typer.Exit(summary.exit_code)
+
+
+def _strength(text: str, blend: float | None) -> float | None:
+    """``--strength auto|0..1`` (``--blend X``, its 0.1 name, wins when given): None means auto."""
+    if blend is not None:
+        return blend
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        _fail_setup(f"--strength {text}: expected auto or a number between 0 and 1")
 
 
 def _restore_album(options, found, plan, writer, quiet: bool):
@@ -245,6 +269,8 @@ def _print_summary(summary) -> None:
     table.add_row("photos", str(summary.images))
     table.add_row("restored", str(summary.restored))
     table.add_row("no face (written unchanged)", str(summary.no_faces))
+    if summary.unchanged:
+        table.add_row("faces needed nothing (written unchanged)", str(summary.unchanged))
     if summary.skipped_existing:
         table.add_row("skipped (output exists)", str(summary.skipped_existing))
     table.add_row("failed", f"[red]{summary.failed}[/]" if summary.failed else "0")

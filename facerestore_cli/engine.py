@@ -1,9 +1,10 @@
 """The face restorer: one photo in memory → the same photo with its faces restored.
 
-:class:`FaceRestorer` wires the stages for one photo: detect → select → align → route → restore →
-paste. It owns the models (built once, at construction, with the references the options ask for,
-so they can never be forgotten) and nothing about files: reading, writing and scheduling an album
-are :mod:`facerestore_cli.runner`'s. The same object serves a script, a test, the CLI and a Ray worker.
+:class:`FaceRestorer` wires the stages for one photo: detect → select → align → route (how much
+each face needs, whose references it gets) → restore → paste. It owns the models (built once, at
+construction, with the references the options ask for, so they can never be forgotten) and nothing
+about files: reading, writing and scheduling an album are :mod:`facerestore_cli.runner`'s. The same
+object serves a script, a test, the CLI and a Ray worker.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facerestore_cli.colour import photo_colour
 from facerestore_cli.face.align import FACE_SIZE, AlignedFace, align_face
+from facerestore_cli.face.degradation import estimate_degradation, strength_for
 from facerestore_cli.face.select import select_faces
-from facerestore_cli.imagefile import Photo, is_colourless, rgb8
+from facerestore_cli.imagefile import Photo, rgb8
 from facerestore_cli.options import RestoreOptions
-from facerestore_cli.paste import PasteJob, face_mask, finish_face, paste_aligned, paste_faces
+from facerestore_cli.paste import PasteJob, composite_crop, face_mask, finish_face, paste_aligned, paste_faces
 from facerestore_cli.references.dictionary import (
     CompiledDictionary,
     DictionaryCache,
@@ -63,6 +66,8 @@ class FaceWork:
     landmarks68: np.ndarray
     route: Route | None = None
     restored: np.ndarray | None = None
+    #: how much of the restored face is pasted (0..1), from ``--strength`` or the face's degradation
+    strength: float = 1.0
 
 
 @dataclass
@@ -75,6 +80,8 @@ class PhotoResult:
     crops: list[np.ndarray] = field(default_factory=list)
     restored: list[np.ndarray] = field(default_factory=list)
     regions: list[Any] = field(default_factory=list)
+    #: the photo's colour kind (``colour.photo_colour``): colour, grey or toned
+    colour: str = "colour"
 
 
 class StageTimer:
@@ -241,6 +248,26 @@ class FaceRestorer:
 
     # -- one photo -----------------------------------------------------------------------------------
 
+    def assess(self, work: list[FaceWork]) -> list[FaceWork]:
+        """Decide each face's strength (``--strength``, or measured: :mod:`face.degradation`); returns the
+        faces to restore. A face with no measurable degradation is not restored and keeps its pixels."""
+        fixed = self.options.paste.strength
+        todo = []
+        for w in work:
+            if fixed is None:
+                found = estimate_degradation(w.aligned.image)
+                w.strength = strength_for(found.need)
+                w.report.degradation = found.to_json()
+            else:
+                w.strength = float(fixed)
+            w.report.strength = round(w.strength, 4)
+            if w.strength <= 0.0:
+                why = "--strength 0" if fixed is not None else f"no measurable degradation (need {found.need:.2f})"
+                w.report.skipped = why
+            else:
+                todo.append(w)
+        return todo
+
     def _restore_faces(self, work: list[FaceWork], timer: StageTimer) -> None:
         """Restore faces in batches, one batch per dictionary (generic, or each person's)."""
         groups: dict[str | None, list[FaceWork]] = {}
@@ -284,6 +311,7 @@ class FaceRestorer:
                 aligned = align_face(rgb, face.landmarks)
                 work.append(FaceWork(report, aligned, self.predictor.predict(aligned.image)))
         with timer("route"):
+            work = self.assess(work)
             self.route(work)
         if work:
             try:
@@ -296,17 +324,25 @@ class FaceRestorer:
             pixels = photo.pixels
             if paste.upscale > 1:
                 pixels = cv2.resize(pixels, None, fx=paste.upscale, fy=paste.upscale, interpolation=cv2.INTER_LANCZOS4)
-            # only photos with faces to paste pay for the colour check (a full pass over the pixels)
-            grey = bool(work) and (photo.is_grey or is_colourless(photo))
-            jobs = []
+            # only photos with faces to paste pay for the colour check (a pass over a sample of the pixels)
+            colour = photo_colour(photo.pixels).kind if work else "colour"
+            jobs, alphas = [], []
             for w in work:
                 mask = face_mask(w.landmarks68)
-                w.restored = finish_face(w.restored, w.aligned.image, mask, tone_match=paste.tone_match, grey=grey)
-                jobs.append(PasteJob(face=w.restored, alpha=mask * np.float32(paste.blend), inverse=w.aligned.inverse))
-            new_pixels, regions = paste_faces(pixels, jobs, upscale=paste.upscale)
+                w.restored = finish_face(
+                    w.restored, w.aligned.image, mask, tone_match=paste.tone_match, colour=colour, valid=w.aligned.valid
+                )
+                alpha = mask * np.float32(w.strength)
+                alphas.append(alpha)
+                jobs.append(PasteJob(face=w.restored, alpha=alpha, inverse=w.aligned.inverse))
+            new_pixels, regions = paste_faces(pixels, jobs, upscale=paste.upscale, keep=colour != "colour")
         return PhotoResult(
             photo=dataclasses.replace(photo, pixels=new_pixels), faces=reports, crops=[w.aligned.image for w in work],
-            restored=[w.restored for w in work], regions=regions,
+            restored=[
+                composite_crop(w.restored, w.aligned.image, a, keep=colour != "colour")
+                for w, a in zip(work, alphas, strict=True)
+            ],
+            regions=regions, colour=colour,
         )  # fmt: skip
 
     def _restore_aligned(self, photo: Photo, timer: StageTimer) -> PhotoResult:
@@ -323,13 +359,16 @@ class FaceRestorer:
         aligned = AlignedFace(image=crop, matrix=np.array([[1.0, 0, 0], [0, 1.0, 0]]), landmarks5=np.zeros((5, 2)))
         work = [FaceWork(report, aligned, marks)]
         with timer("route"):
+            work = self.assess(work)
             self.route(work)
+        if not work:
+            return PhotoResult(photo=photo, faces=[report])
         self._restore_faces(work, timer)
         with timer("paste"):
-            grey = photo.is_grey or is_colourless(photo)
+            colour = photo_colour(photo.pixels).kind
             pixels, face = paste_aligned(
-                work[0].restored, crop, photo.pixels, blend=self.options.paste.blend, grey=grey
-            )
-        return PhotoResult(
-            photo=dataclasses.replace(photo, pixels=pixels), faces=[report], crops=[crop], restored=[face]
-        )
+                work[0].restored, crop, photo.pixels, strength=work[0].strength,
+                tone_match=self.options.paste.tone_match, colour=colour,
+            )  # fmt: skip
+        result = dataclasses.replace(photo, pixels=pixels)
+        return PhotoResult(photo=result, faces=[report], crops=[crop], restored=[face], colour=colour)

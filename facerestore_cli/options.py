@@ -18,7 +18,6 @@ from facerestore_cli.defaults import (
     DEFAULT_DETECT_MAX_SIDE,
     DEFAULT_DETECTOR,
     DEFAULT_EMBEDDER,
-    DEFAULT_JPEG_QUALITY,
     DEFAULT_MAX_PIXELS,
     DEFAULT_METHOD,
     DEFAULT_MIN_FACE,
@@ -86,8 +85,10 @@ class ReferenceOptions:
 class PasteOptions:
     """How a restored face goes back into its photo."""
 
-    #: 0 keeps the original face, 1 the restored one.
-    blend: float = 1.0
+    #: How much of the restored face replaces the original: None (``--strength auto``) measures each
+    #: face's degradation and restores only what it needs (a clean face is left exactly as it was);
+    #: 0 keeps every original face, 1 replaces it fully.
+    strength: float | None = None
     upscale: int = 1
     tone_match: bool = True
 
@@ -96,7 +97,10 @@ class PasteOptions:
 class OutputOptions:
     """What is written besides the restored photo, and how."""
 
-    quality: int = DEFAULT_JPEG_QUALITY
+    #: JPEG/WebP/HEIF quality. None: a JPEG written from a JPEG keeps the source's own blocks away
+    #: from the faces (and its quality where it must be re-encoded); other lossy outputs use
+    #: ``DEFAULT_JPEG_QUALITY``. A number forces a whole re-encode at it.
+    quality: int | None = None
     skip_existing: bool = False
     save_faces: bool = False
     compare: bool = False
@@ -121,7 +125,8 @@ _FLAT: dict[str, tuple[str, str]] = {
     "people_threshold": ("references", "threshold"),
     "people_margin": ("references", "margin"),
     "cache_dir": ("references", "cache_dir"),
-    "blend": ("paste", "blend"),
+    "strength": ("paste", "strength"),
+    "blend": ("paste", "strength"),  # the 0.1 name of --strength
     "upscale": ("paste", "upscale"),
     "tone_match": ("paste", "tone_match"),
     "quality": ("output", "quality"),
@@ -187,8 +192,8 @@ class RestoreOptions:
             raise ValueError("--min-face must be 0 or more")
         if det.max_side < 64:
             raise ValueError("--detect-size must be at least 64")
-        if not 0.0 <= paste.blend <= 1.0:
-            raise ValueError("--blend must be between 0 and 1")
+        if paste.strength is not None and not 0.0 <= paste.strength <= 1.0:
+            raise ValueError("--strength must be auto or between 0 and 1")
         if paste.upscale < 1 or paste.upscale > 8:
             raise ValueError("--upscale must be between 1 and 8")
         if self.uses_references and not method_uses_references(self.method):
@@ -197,7 +202,7 @@ class RestoreOptions:
             raise ValueError("use either --refs (one person) or --people (a folder of people), not both")
         if inp.aligned and paste.upscale != 1:
             raise ValueError("--upscale does not apply to --aligned crops")
-        if not 1 <= out.quality <= 100:
+        if out.quality is not None and not 1 <= out.quality <= 100:
             raise ValueError("--quality must be between 1 and 100")
         if refs.threshold is not None and not refs.threshold > 0:
             raise ValueError("--people-threshold must be above 0")

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facerestore_cli.colour import bound_chroma, keep_chroma
 from facerestore_cli.face.align import FACE_SIZE, Region, warp_from_face
 
 #: Feather width as a fraction of the face crop (Gaussian sigma of the mask edge).
 FEATHER = 0.025
 #: Gaussian sigma, as a fraction of the crop, of the low-pass used to match tone to the original.
 TONE_SIGMA = 0.05
+#: Width (px of the 512 crop) over which an ``--aligned`` result fades back to its input at the border.
+ALIGNED_EDGE = 12.0
 #: Rec. 601 luma, used when restoring into a grey photo.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: The mask and the tone correction are smooth (sigmas of 13 and 26 px on the 512 crop), so they are
@@ -109,17 +112,23 @@ def face_mask(landmarks68: np.ndarray | None, size: int = FACE_SIZE) -> np.ndarr
     return mask
 
 
-def match_tone(restored: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def match_tone(
+    restored: np.ndarray, original: np.ndarray, mask: np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Replace the restored face's lowest frequencies inside the mask by the original's.
 
     Normalised convolution (low-pass of the masked difference divided by the low-pass of the mask)
     keeps the correction from being pulled towards the background. Both images float32 in [0, 1].
+    ``valid`` (1 inside the photo) keeps crop pixels that were filled past the photo's edge out of the
+    statistics: only the photo's own pixels decide the tone.
     The low-pass (sigma 5% of the crop) runs on a ``COARSE`` times smaller grid and is interpolated
     back: the correction has no detail finer than that, and the result is within 0.1 of an 8-bit level.
     """
     h, w_ = restored.shape[:2]
     sigma = TONE_SIGMA * h
     inside = mask > 0.5
+    if valid is not None:
+        inside &= valid > 0.5
     if np.count_nonzero(inside) < 16:
         return restored
     w = inside.astype(np.float32)
@@ -205,7 +214,9 @@ def _trim(alpha: np.ndarray, region: Region) -> tuple[np.ndarray, Region] | None
     return np.ascontiguousarray(alpha[r0:r1, c0:c1]), trimmed
 
 
-def paste_faces(pixels: np.ndarray, jobs: list[PasteJob], *, upscale: float = 1) -> tuple[np.ndarray, list[Region]]:
+def paste_faces(
+    pixels: np.ndarray, jobs: list[PasteJob], *, upscale: float = 1, keep: bool = False
+) -> tuple[np.ndarray, list[Region]]:
     """Composite restored faces into ``pixels`` (HxW, HxWx2, HxWx3 or HxWx4; uint8 or uint16).
 
     ``pixels`` is the photo already at its output size (up-scaled by the caller when ``upscale`` > 1).
@@ -213,7 +224,8 @@ def paste_faces(pixels: np.ndarray, jobs: list[PasteJob], *, upscale: float = 1)
     per pasted face, the region outside which no pixel changed (the bounding box of its warped mask).
 
     Only each face's footprint is warped and only pixels whose mask is above zero are written; all the
-    float work is done on those small regions, never on the whole photo.
+    float work is done on those small regions, never on the whole photo. ``keep``: a monochrome or
+    toned photo, whose pixels keep their own chroma (only the faces' luma is pasted).
     """
     out = pixels.copy()
     if not jobs:
@@ -257,19 +269,21 @@ def paste_faces(pixels: np.ndarray, jobs: list[PasteJob], *, upscale: float = 1)
                 box = box.union(regions[i])
             num = np.zeros((box.height, box.width, colour_channels), np.float32)
             den = np.zeros((box.height, box.width), np.float32)
-            keep = np.ones((box.height, box.width), np.float32)
+            uncovered = np.ones((box.height, box.width), np.float32)
             for i in cluster:
                 region, alpha, face = warped[i]
                 sub = (slice(region.y0 - box.y0, region.y1 - box.y0), slice(region.x0 - box.x0, region.x1 - box.x0))
                 num[sub] += face * alpha[..., None]
                 den[sub] += alpha
-                keep[sub] *= 1.0 - alpha
+                uncovered[sub] *= 1.0 - alpha
             restored = num / np.maximum(den, 1e-12)[..., None]
-            cover = 1.0 - keep
+            cover = 1.0 - uncovered
             cover[den <= 0] = 0.0
         target = colour_view[box.slices()]
         blended = target.astype(np.float32)
         blended += cover[..., None] * (restored - blended)
+        if keep and colour_channels == 3:
+            blended = keep_chroma(blended, target, float(maxval))
         np.rint(blended, out=blended)
         np.clip(blended, 0, maxval, out=blended)
         np.copyto(target, blended.astype(out.dtype), where=(cover > 0)[..., None])
@@ -297,36 +311,71 @@ def _clusters(regions: list[Region]) -> list[list[int]]:
 
 
 def finish_face(
-    restored: np.ndarray, original: np.ndarray, mask: np.ndarray, *, tone_match: bool = True, grey: bool = False
+    restored: np.ndarray,
+    original: np.ndarray,
+    mask: np.ndarray,
+    *,
+    tone_match: bool = True,
+    colour: str = "colour",
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The restored face as it will be pasted: tone matched to the original crop, grey for grey photos.
+    """The restored face as it will be pasted: tone matched to the original crop, its chroma bounded.
 
-    ``restored`` is float RGB in [0, 1], ``original`` the aligned uint8 crop it was restored from. All
-    the colour arithmetic of a paste lives here, so whole photos and ``--aligned`` crops get the same.
+    ``restored`` is float RGB in [0, 1], ``original`` the aligned uint8 crop it was restored from,
+    ``colour`` the photo's kind (:func:`colour.photo_colour`): a colour photo's face may not invent
+    chroma (:func:`colour.bound_chroma`); a grey one becomes grey; a toned one keeps the input's chroma
+    when it is composited (:func:`paste_faces` with ``keep_chroma``). All the colour arithmetic of a
+    paste lives here and in :func:`paste_faces`, so whole photos and ``--aligned`` crops get the same.
     """
     face = restored
     if tone_match:
-        face = match_tone(face, original.astype(np.float32) * np.float32(1 / 255), mask)
-    if grey:
+        face = match_tone(face, original.astype(np.float32) * np.float32(1 / 255), mask, valid)
+    if colour == "colour":
+        face = bound_chroma(face, original)
+    elif colour == "grey":
         face = np.repeat((face @ LUMA)[..., None], 3, axis=2)
     return face
 
 
+def edge_ramp(size: int, width: float = ALIGNED_EDGE) -> np.ndarray:
+    """1 inside a square crop, falling smoothly to 0 at its edge over ``width`` px: the pixels at a crop's
+    border come from the input, so a restorer's edge artefacts never show as a frame."""
+    d = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32) + 0.5
+    ramp = np.clip(d / np.float32(width), 0.0, 1.0)
+    ramp = ramp * ramp * (3 - 2 * ramp)
+    return np.minimum(ramp[:, None], ramp[None, :])
+
+
+def composite_crop(face: np.ndarray, crop: np.ndarray, alpha: np.ndarray, *, keep: bool = False) -> np.ndarray:
+    """A finished face over its aligned crop (what ``--save-faces`` shows: the face as it was pasted)."""
+    base = crop.astype(np.float32) * np.float32(1 / 255)
+    out = base + alpha[..., None] * (face - base)
+    if keep:
+        out = keep_chroma(out, base, 1.0)
+    return np.clip(out, 0.0, 1.0)
+
+
 def paste_aligned(
-    restored: np.ndarray, crop: np.ndarray, like: np.ndarray, *, blend: float = 1.0, grey: bool = False
+    restored: np.ndarray,
+    crop: np.ndarray,
+    like: np.ndarray,
+    *,
+    strength: float = 1.0,
+    tone_match: bool = True,
+    colour: str = "colour",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``--aligned``: the photo *is* the face. Mix the restored 512 face with ``crop`` by ``blend``,
-    resize it to the photo's size and return (pixels in the layout and depth of ``like``, the float face).
+    """``--aligned``: the photo *is* the face. The same tone and colour rules as a whole photo's face, mixed
+    with ``crop`` by ``strength`` and by :func:`edge_ramp` at the border, resized to the photo's size.
+
+    Returns (pixels in the layout and depth of ``like``, the float face as written).
     """
-    face = restored
-    if blend < 1.0:
-        b = np.float32(blend)
-        face = crop.astype(np.float32) * np.float32((1.0 - b) / 255.0) + face * b
-    if grey:
-        face = np.repeat((face @ LUMA)[..., None], 3, axis=2)
+    size = crop.shape[0]
+    alpha = edge_ramp(size) * np.float32(strength)
+    face = finish_face(restored, crop, np.ones((size, size), np.float32), tone_match=tone_match, colour=colour)
+    face = composite_crop(face, crop, alpha, keep=colour == "toned")
     h, w = like.shape[:2]
-    if (h, w) != (FACE_SIZE, FACE_SIZE):
-        face = cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA if h < FACE_SIZE else cv2.INTER_CUBIC)
+    if (h, w) != (size, size):
+        face = cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA if h < size else cv2.INTER_CUBIC)
     return _from_float(face, like), face
 
 

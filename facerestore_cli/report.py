@@ -12,7 +12,7 @@ __all__ = ["OK_STATUSES", "FaceReport", "ImageReport", "ReportWriter", "Summary"
 
 
 #: Image statuses that count as success for the exit code.
-OK_STATUSES = frozenset({"restored", "no-faces", "exists"})
+OK_STATUSES = frozenset({"restored", "unchanged", "no-faces", "exists"})
 
 
 @dataclass
@@ -35,11 +35,16 @@ class FaceReport:
     restored_crop: str | None = None
     #: Why the restorer's output for this face was rejected (its photo then fails, untouched).
     error: str | None = None
+    #: How much of the restored face was pasted (0..1) and the measures it was chosen from
+    #: (``face.degradation``: ``need`` 0 clean .. 1 badly degraded), under ``--strength auto``.
+    strength: float | None = None
+    degradation: dict[str, float] | None = None
 
 
 @dataclass
 class ImageReport:
-    """One input photo. ``status``: restored, no-faces, exists (skipped by --skip-existing), failed."""
+    """One input photo. ``status``: restored, unchanged (faces found, none needed restoring or all were
+    skipped), no-faces, exists (skipped by --skip-existing), failed."""
 
     input: str
     output: str | None = None
@@ -53,6 +58,9 @@ class ImageReport:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     size: list[int] | None = None
+    #: How the output was written: "copied unchanged", "blocks: ..." (a JPEG whose blocks away from the
+    #: faces are the source's own), "re-encoded at ..." or "encoded".
+    written: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,6 +80,7 @@ class Summary:
     images: int = 0
     restored: int = 0
     no_faces: int = 0
+    unchanged: int = 0
     skipped_existing: int = 0
     failed: int = 0
     faces_found: int = 0
@@ -94,6 +103,8 @@ class Summary:
             self.restored += 1
         elif report.status == "no-faces":
             self.no_faces += 1
+        elif report.status == "unchanged":
+            self.unchanged += 1
         elif report.status == "exists":
             self.skipped_existing += 1
         else:

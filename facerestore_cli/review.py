@@ -134,6 +134,7 @@ class ReviewFace:
 #: status -> (group used by the filter, symbol, label). The symbol keeps statuses apart without colour.
 _STATUS = {
     "restored": ("restored", "✓", "restored"),
+    "unchanged": ("unchanged", "=", "unchanged: no face needed restoring"),
     "no-faces": ("no-faces", "○", "no faces"),
     "exists": ("exists", "↷", "skipped: output exists"),
 }
@@ -342,7 +343,7 @@ content-visibility:auto;contain-intrinsic-size:auto 480px}
 .body{padding:.6rem .8rem .8rem}
 .name{font-size:1rem;margin:0;overflow-wrap:anywhere}
 .facts,.output,.reason{margin:.2rem 0;color:var(--muted);font-size:.9rem;overflow-wrap:anywhere}
-.badge{font-weight:600}.badge.restored{color:var(--ok)}.badge.exists,.badge.no-faces{color:var(--warn)}
+.badge{font-weight:600}.badge.restored{color:var(--ok)}.badge.exists,.badge.no-faces,.badge.unchanged{color:var(--warn)}
 .badge.failed{color:var(--bad)}
 .failure{background:var(--badbg);color:var(--fg);border-radius:6px;padding:.4rem .6rem;margin:.4rem 0}
 .failure p{margin:0}.failure strong{color:var(--bad)}
@@ -424,7 +425,7 @@ def _csp_hash(source: str) -> str:
 
 
 def _render_page(title: str, entries: list[_Entry], face_size: int) -> str:
-    counts = {"restored": 0, "no-faces": 0, "exists": 0, "failed": 0}
+    counts = {"restored": 0, "unchanged": 0, "no-faces": 0, "exists": 0, "failed": 0}
     for e in entries:
         counts[e.group] += 1
     found = sum(e.faces_found for e in entries)
@@ -432,6 +433,7 @@ def _render_page(title: str, entries: list[_Entry], face_size: int) -> str:
     tiles = [
         ("photos", "Photos", len(entries)),
         ("restored", "Restored", counts["restored"]),
+        ("unchanged", "Unchanged", counts["unchanged"]),
         ("no-faces", "No faces", counts["no-faces"]),
         ("exists", "Skipped", counts["exists"]),
         ("failed", "Failed", counts["failed"]),
@@ -442,7 +444,8 @@ def _render_page(title: str, entries: list[_Entry], face_size: int) -> str:
     )
     totals += f'<div data-total="faces"><dt>Faces restored / found</dt><dd>{restored_faces} / {found}</dd></div>'
     options = [("all", "All", len(entries)), ("restored", "Restored", counts["restored"])]
-    options += [(k, lbl, counts[k]) for k, lbl in (("no-faces", "No faces"), ("exists", "Skipped")) if counts[k]]
+    shown = (("unchanged", "Unchanged"), ("no-faces", "No faces"), ("exists", "Skipped"))
+    options += [(k, lbl, counts[k]) for k, lbl in shown if counts[k]]
     options.append(("failed", "Failed", counts["failed"]))
     radios = "".join(
         f'<label><input type="radio" name="filter" value="{k}" id="filter-{k}"{" checked" if k == "all" else ""}> '

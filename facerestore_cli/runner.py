@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from facerestore_cli.album import InputItem, OutputError, OutputPlan
+from facerestore_cli.defaults import DEFAULT_JPEG_QUALITY
 from facerestore_cli.engine import FaceRestorer, PhotoResult, RestoredFaceRejected, StageTimer
 from facerestore_cli.imagefile import (
     ImageFileError,
@@ -30,6 +31,7 @@ from facerestore_cli.imagefile import (
     format_for_suffix,
     load_photo,
     rgb8,
+    save_like_source,
     save_photo,
 )
 from facerestore_cli.options import RestoreOptions
@@ -105,10 +107,16 @@ class AlbumRunner:
         """Encode and write a computed photo; completes ``report`` (status, encode time)."""
         started = time.perf_counter()
         try:
-            self.save(computed)
-            report.status = "restored" if report.faces_restored else "no-faces"
-            if not report.faces_restored:
-                report.reason = "no face found" if not report.faces_found else "every face was skipped"
+            report.written = self.save(computed)
+            if report.faces_restored:
+                report.status = "restored"
+            elif not report.faces_found:
+                report.status, report.reason = "no-faces", "no face found"
+            else:
+                report.status = "unchanged"
+                report.reason = (
+                    "; ".join(sorted({f.skipped for f in report.faces if f.skipped})) or "nothing to restore"
+                )
         except Exception as exc:
             _fail(report, computed.source, exc)
         spent = time.perf_counter() - started
@@ -116,7 +124,8 @@ class AlbumRunner:
         report.seconds += spent
         return report
 
-    def save(self, computed: Computed) -> None:
+    def save(self, computed: Computed) -> str:
+        """Write the output (and its extras); returns how the photo was written (for the report)."""
         source, original, result, output = computed.source, computed.original, computed.result, computed.output
         if output.parent.exists() and not output.parent.is_dir():
             raise ImageFileError("unwritable", f"the output folder {output.parent} is a file, not a folder", output)
@@ -130,15 +139,24 @@ class AlbumRunner:
         same_format = format_for_suffix(output.suffix) == original.format
         untouched = not any(f.restored for f in result.faces) and self.options.paste.upscale == 1
         in_place = source.resolve() == output.resolve()
+        quality = self.options.output.quality
         if untouched and in_place:
-            pass  # --in-place with nothing to change: leave the file exactly as it is
+            written = "left as it was"  # --in-place with nothing to change: the file is not touched
         elif untouched and same_format:
             # Nothing to change: write the input through byte for byte (metadata and all).
             with atomic_write(output) as tmp:
                 shutil.copyfile(source, tmp)
+            written = "copied unchanged"
+        elif same_format and original.format == "JPEG" and quality is None:
+            written = save_like_source(
+                result.photo, output, source=source.read_bytes(), original=original.pixels,
+                luma_only=result.colour != "colour",
+            )  # fmt: skip
         else:
-            save_photo(result.photo, output, quality=self.options.output.quality)
+            save_photo(result.photo, output, quality=quality or DEFAULT_JPEG_QUALITY)
+            written = "encoded" if quality is None else f"encoded at quality {quality}"
         self._write_extras(result, original, output)
+        return written
 
     def _write_extras(self, result: PhotoResult, original: Photo, output: Path) -> None:
         out = self.options.output

@@ -165,7 +165,7 @@ def album_run(tmp_path_factory, astronaut_rgb):
     started = time.perf_counter()
     proc = facerestore(
         src, "-r", extra / "anim.gif", str(extra / "loose" / "*.jpg"), "-m", "none", "-o", out,
-        "--threads", "1", "--report", report, "--json",
+        "--threads", "1", "--report", report, "--json", "--strength", "1",
     )  # fmt: skip
     return {
         "root": root, "src": src, "out": out, "proc": proc, "report": report, "icc": icc, "upright": upright,
@@ -405,7 +405,8 @@ def test_ctrl_c_exits_130_and_leaves_nothing_partial(tmp_path, astronaut_rgb):
         save(tmp_path / "in" / f"p{i}.jpg", big, quality=90)
     out, report = tmp_path / "out", tmp_path / "report.jsonl"
     proc = subprocess.Popen(
-        [FACERESTORE, str(tmp_path / "in"), "-m", "none", "-o", str(out), "--threads", "1", "--report", str(report)],
+        [FACERESTORE, str(tmp_path / "in"), "-m", "none", "-o", str(out), "--threads", "1", "--report", str(report),
+         "--strength", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
     )  # fmt: skip
     deadline = time.monotonic() + 180
@@ -536,8 +537,8 @@ def test_unreadable_folder_is_reported_and_the_album_goes_on(tmp_path, photo, mo
     save(photo.parent / "open" / "b.jpg", np.asarray(Image.open(photo)))
     real = os.scandir
 
-    def scandir(path):
-        if Path(path) == blocked:
+    def scandir(path="."):
+        if isinstance(path, (str, os.PathLike)) and Path(path) == blocked:
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
@@ -691,14 +692,14 @@ def test_shipped_weights_restore_faces_and_nothing_else(tmp_path, astronaut_rgb,
     report = tmp_path / "r.jsonl"
     proc = facerestore(
         tmp_path / "in", "-m", method, "-o", tmp_path / method, "--threads", "1", "--report", report, "--json",
-        home=tmp_path / "home",
+        "--strength", "1", home=tmp_path / "home",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()
     used = json.loads(proc.stdout)["restorer"]
     shipped = Path(__file__).resolve().parents[1] / "weights" / f"{method}-compact.safetensors"
     assert used["method"] == method and Path(used["weights"]).name == shipped.name
     assert used["sha256"] == json.loads((shipped.parent / "MANIFEST.json").read_text())["files"][shipped.name]["sha256"]
-    identity = invoke(colour, "-m", "none", "-o", tmp_path / "none")
+    identity = invoke(colour, "-m", "none", "-o", tmp_path / "none", "--strength", "1")
     assert identity.exit_code == 0
     rows = read_report(report)
     assert rows["astro.png"]["faces_restored"] == rows["astro_bw.png"]["faces_restored"] == 1

@@ -151,7 +151,10 @@ def test_page_structure_counts_failures_and_escaping(tmp_path: Path) -> None:
     dom = _parse(text)
 
     found = dict(re.findall(r'data-total="([\w-]+)"><dt>[^<]*</dt><dd>([^<]*)</dd>', text))
-    assert found == {"photos": "3", "restored": "1", "no-faces": "1", "exists": "0", "failed": "1", "faces": "1 / 2"}
+    assert found == {
+        "photos": "3", "restored": "1", "unchanged": "0", "no-faces": "1", "exists": "0", "failed": "1",
+        "faces": "1 / 2",
+    }  # fmt: skip
 
     cards = dom.all("article")
     assert sorted(c["data-status"] for c in cards) == ["failed", "no-faces", "restored"]

@@ -30,8 +30,10 @@ FFHQ_TEMPLATE_512 = np.array(
     dtype=np.float64,
 )
 
-#: Grey used outside the photo when a face touches its border (close to FFHQ's mean background).
-BORDER_VALUE = (135, 133, 132)
+#: Where a face's crop reaches past the photo's edge it is filled by reflecting the photo (a
+#: constant colour there made the restorers paint amber irises and magenta fringes into edge faces),
+#: and :attr:`AlignedFace.valid` says which crop pixels came from inside the photo.
+BORDER_MODE = cv2.BORDER_REFLECT101
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class AlignedFace:
     image: np.ndarray
     matrix: np.ndarray
     landmarks5: np.ndarray
+    #: float32 (S, S): 1 where the crop pixel lies inside the photo, 0 where it was filled by reflection;
+    #: None when the whole crop is inside.
+    valid: np.ndarray | None = None
 
     @property
     def inverse(self) -> np.ndarray:
@@ -134,14 +139,7 @@ def warp_to_face(photo_rgb: np.ndarray, matrix: np.ndarray, size: int = FACE_SIZ
     """The aligned crop. Only the face's neighbourhood is read; large faces are area-shrunk first."""
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if scale >= 0.5:
-        return cv2.warpAffine(
-            photo_rgb,
-            matrix,
-            (size, size),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=BORDER_VALUE,
-        )
+        return cv2.warpAffine(photo_rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=BORDER_MODE)
     # The face is more than twice the crop: bilinear sampling would alias, so area-shrink the face's
     # neighbourhood (not the photo) to about the crop's resolution first.
     region = footprint(cv2.invertAffineTransform(matrix), size, photo_rgb.shape[:2], pad=4)
@@ -155,14 +153,29 @@ def warp_to_face(photo_rgb: np.ndarray, matrix: np.ndarray, size: int = FACE_SIZ
     composed = matrix[:, :2] @ to_photo[:, :2]
     offset = matrix[:, :2] @ to_photo[:, 2] + matrix[:, 2]
     m = np.concatenate([composed, offset[:, None]], axis=1)
-    return cv2.warpAffine(
-        small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE
-    )
+    return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=BORDER_MODE)
+
+
+def inside_mask(matrix: np.ndarray, shape: tuple[int, int], size: int = FACE_SIZE) -> np.ndarray | None:
+    """1 for the crop pixels whose source lies inside a photo of ``shape``, 0 outside; None if all inside."""
+    h, w = shape
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]], np.float64)
+    pts = corners @ inverse.T
+    if pts[:, 0].min() >= 0 and pts[:, 1].min() >= 0 and pts[:, 0].max() <= w - 1 and pts[:, 1].max() <= h - 1:
+        return None
+    grid = np.arange(size, dtype=np.float32)
+    x = inverse[0, 0] * grid[None, :] + inverse[0, 1] * grid[:, None] + np.float32(inverse[0, 2])
+    y = inverse[1, 0] * grid[None, :] + inverse[1, 1] * grid[:, None] + np.float32(inverse[1, 2])
+    return ((x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)).astype(np.float32)
 
 
 def align_face(photo_rgb: np.ndarray, landmarks5: np.ndarray, size: int = FACE_SIZE) -> AlignedFace:
     matrix = estimate_transform(landmarks5, size)
-    return AlignedFace(image=warp_to_face(photo_rgb, matrix, size), matrix=matrix, landmarks5=np.asarray(landmarks5))
+    return AlignedFace(
+        image=warp_to_face(photo_rgb, matrix, size), matrix=matrix, landmarks5=np.asarray(landmarks5),
+        valid=inside_mask(matrix, photo_rgb.shape[:2], size),
+    )  # fmt: skip
 
 
 def warp_from_face(

@@ -52,7 +52,7 @@ from __future__ import annotations
 from facerestore_cli.imagefile.atomic import _write_bytes as _write_bytes
 from facerestore_cli.imagefile.atomic import atomic_write
 from facerestore_cli.imagefile.io import _ENCODERS as _ENCODERS
-from facerestore_cli.imagefile.io import load_photo, save_photo
+from facerestore_cli.imagefile.io import load_photo, save_like_source, save_photo
 from facerestore_cli.imagefile.photo import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_SUFFIXES,
@@ -73,5 +73,6 @@ __all__ = [
     "is_colourless",
     "load_photo",
     "rgb8",
+    "save_like_source",
     "save_photo",
 ]

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from facerestore_cli.imagefile.atomic import _write_bytes, atomic_write
@@ -194,6 +195,47 @@ def save_photo(
         raise ImageFileError("unwritable", f"could not encode it as {fmt}: {exc}", path) from exc
     with atomic_write(path, overwrite=overwrite) as tmp:
         _package_write_bytes()(tmp, data)
+
+
+def save_like_source(
+    photo: Photo,
+    path: Path,
+    *,
+    source: bytes,
+    original: np.ndarray,
+    luma_only: bool = False,
+) -> str:
+    """Write a restored JPEG so that nothing away from its faces changes, and say how it was written.
+
+    ``source`` is the input file's bytes and ``original`` its decoded pixels (what ``photo`` was made
+    from). Where the file allows it, only the MCUs whose pixels changed are re-encoded, with the
+    source's own tables (:mod:`.jpeg_blocks`): every other block decodes bit-identically and the file
+    stays the source's size. Otherwise (EXIF orientation, CMYK, arithmetic or 12-bit coding, a changed
+    size) the photo is re-encoded whole at the source's own estimated quality and sampling, never at
+    a fixed one. ``luma_only``: a monochrome or toned photo, whose chroma blocks are kept as they were.
+    """
+    from facerestore_cli.imagefile.jpeg_blocks import estimate_quality, inspect_jpeg, patch_jpeg_with_stats
+
+    path = Path(path)
+    layout = inspect_jpeg(source)
+    reason = layout.reason
+    if reason is None and original.shape != photo.pixels.shape:
+        reason = "the photo changed size"
+    if reason is None:
+        changed = photo.pixels != original
+        if changed.ndim == 3:
+            changed = changed.any(axis=2)
+        try:
+            result = patch_jpeg_with_stats(source, photo.pixels, changed, luma_only=luma_only)
+        except (ValueError, RuntimeError) as exc:  # a layout the patcher cannot keep exactly
+            reason = str(exc)
+        else:
+            with atomic_write(path) as tmp:
+                _package_write_bytes()(tmp, result.data)
+            return f"blocks: {result.reencoded_mcus} of {result.total_mcus} MCUs re-encoded with the source's tables"
+    quality = estimate_quality(source)
+    save_photo(photo, path, quality=quality)
+    return f"re-encoded at the source's quality {quality} ({reason})"
 
 
 def _normalise_format(format: str | None, path: Path) -> str:
