@@ -23,7 +23,7 @@ import numpy as np
 
 from facerestore_cli.colour import photo_colour
 from facerestore_cli.face.align import FACE_SIZE, AlignedFace, align_face
-from facerestore_cli.face.degradation import estimate_degradation, strength_for
+from facerestore_cli.face.degradation import Degradation, auto_strength, detail_kept, estimate_degradation
 from facerestore_cli.face.select import select_faces
 from facerestore_cli.imagefile import Photo, rgb8
 from facerestore_cli.options import RestoreOptions
@@ -68,6 +68,7 @@ class FaceWork:
     restored: np.ndarray | None = None
     #: how much of the restored face is pasted (0..1), from ``--strength`` or the face's degradation
     strength: float = 1.0
+    degradation: Degradation | None = None
 
 
 @dataclass
@@ -249,24 +250,36 @@ class FaceRestorer:
     # -- one photo -----------------------------------------------------------------------------------
 
     def assess(self, work: list[FaceWork]) -> list[FaceWork]:
-        """Decide each face's strength (``--strength``, or measured: :mod:`face.degradation`); returns the
-        faces to restore. A face with no measurable degradation is not restored and keeps its pixels."""
+        """Measure each face's degradation (:mod:`face.degradation`, in the report) and, with a fixed
+        ``--strength``, set it; returns the faces to restore (``--strength 0`` restores none)."""
         fixed = self.options.paste.strength
-        todo = []
         for w in work:
-            if fixed is None:
-                found = estimate_degradation(w.aligned.image)
-                w.strength = strength_for(found.need)
-                w.report.degradation = found.to_json()
-            else:
+            w.degradation = estimate_degradation(w.aligned.image, w.aligned.scale)
+            w.report.degradation = w.degradation.to_json()
+            if fixed is not None:
                 w.strength = float(fixed)
+                w.report.strength = round(w.strength, 4)
+                if w.strength <= 0.0:
+                    w.report.skipped = "--strength 0"
+        return [w for w in work if w.report.skipped is None]
+
+    def decide(self, work: list[FaceWork]) -> list[FaceWork]:
+        """``--strength auto``: each restored face's strength from its need and from how much of its
+        detail the restoration kept; a face the restorer would harm keeps its pixels. Returns the faces
+        to paste."""
+        if self.options.paste.strength is not None:
+            return work
+        keep = []
+        for w in work:
+            kept = detail_kept(w.aligned.image, w.restored, w.aligned.scale)
+            w.strength, why = auto_strength(w.degradation, kept)
+            w.report.degradation = {**(w.report.degradation or {}), "detail_kept": round(kept, 4)}
             w.report.strength = round(w.strength, 4)
-            if w.strength <= 0.0:
-                why = "--strength 0" if fixed is not None else f"no measurable degradation (need {found.need:.2f})"
-                w.report.skipped = why
+            if why is None:
+                keep.append(w)
             else:
-                todo.append(w)
-        return todo
+                w.report.skipped, w.report.restored, w.restored = why, False, None
+        return keep
 
     def _restore_faces(self, work: list[FaceWork], timer: StageTimer) -> None:
         """Restore faces in batches, one batch per dictionary (generic, or each person's)."""
@@ -319,6 +332,8 @@ class FaceRestorer:
             except RestoredFaceRejected as exc:
                 exc.faces = reports
                 raise
+            with timer("route"):
+                work = self.decide(work)
         paste = self.options.paste
         with timer("paste"):
             pixels = photo.pixels
@@ -356,14 +371,17 @@ class FaceRestorer:
                 crop = cv2.resize(rgb, (FACE_SIZE, FACE_SIZE), interpolation=shrink)
             marks = self.predictor.predict(crop)
         report = FaceReport(index=0, box=[0.0, 0.0, float(w), float(h)], score=1.0, size=float(max(h, w)))
-        aligned = AlignedFace(image=crop, matrix=np.array([[1.0, 0, 0], [0, 1.0, 0]]), landmarks5=np.zeros((5, 2)))
+        scale = FACE_SIZE / max(h, w)  # a small crop was enlarged: judge its degradation at its own size
+        aligned = AlignedFace(image=crop, matrix=np.array([[scale, 0, 0], [0, scale, 0]]), landmarks5=np.zeros((5, 2)))
         work = [FaceWork(report, aligned, marks)]
         with timer("route"):
             work = self.assess(work)
             self.route(work)
+        if work:
+            self._restore_faces(work, timer)
+            work = self.decide(work)
         if not work:
             return PhotoResult(photo=photo, faces=[report])
-        self._restore_faces(work, timer)
         with timer("paste"):
             colour = photo_colour(photo.pixels).kind
             pixels, face = paste_aligned(

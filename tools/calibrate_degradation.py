@@ -41,7 +41,8 @@ CLEAN_DB, FULL_DB = 40.0, 30.0
 
 
 def face_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0, x1, y1 = ALIGNED_FACE_BOX
+    n = a.shape[0]
+    x0, y0, x1, y1 = (round(v * n / 512) for v in ALIGNED_FACE_BOX)
     d = a[y0:y1, x0:x1].astype(np.float64) - b[y0:y1, x0:x1].astype(np.float64)
     mse = float(np.mean(d**2))
     return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
@@ -49,12 +50,6 @@ def face_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def target_need(psnr: float) -> float:
     return float(np.clip((CLEAN_DB - psnr) / (CLEAN_DB - FULL_DB), 0.0, 1.0))
-
-
-def rewarp(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The resampling of an alignment: a small rotation and scale, bilinear as ``align_face`` warps."""
-    m = cv2.getRotationMatrix2D((256, 256), rng.uniform(-6, 6), rng.uniform(0.9, 1.1))
-    return cv2.warpAffine(rgb, m, (512, 512), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
 def random_params(rng: np.random.Generator) -> DegradationParams:
@@ -68,17 +63,50 @@ def random_params(rng: np.random.Generator) -> DegradationParams:
     )
 
 
+def as_pipeline_sees(native: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """A face of ``native`` size as the alignment gives it: enlarged (bilinear) to the 512 crop, with a
+    small rotation, and the crop's scale (crop px per photo px) that the estimate is told."""
+    n = native.shape[0]
+    scale = 512 / n * rng.uniform(0.95, 1.05)
+    m = cv2.getRotationMatrix2D((n / 2, n / 2), rng.uniform(-5, 5), scale)
+    m[:, 2] += 256 - np.array([n / 2, n / 2]) * scale
+    crop = cv2.warpAffine(native, m, (512, 512), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    return crop, scale
+
+
+def realistic_clean(native: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A sharp photo as cameras make them: a little sensor noise, sharpening, a high-quality JPEG."""
+    out = native.astype(np.float32)
+    if rng.random() < 0.6:
+        blur = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.8, 1.5))
+        out = out + rng.uniform(0.2, 0.8) * (out - blur)
+    if rng.random() < 0.7:
+        out = out + rng.normal(0, rng.uniform(0.5, 2.5), out.shape[:2])[..., None]
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if rng.random() < 0.7:
+        _ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(88, 101))])
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return np.ascontiguousarray(out)
+
+
+NATIVE_SIZES = (512, 384, 256, 192, 160)
+
+
 def samples(files: list[Path], versions: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for n, path in enumerate(files):
-        clean = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        versions_of = [(clean, 0.0), (rewarp(clean, rng), 0.0)]
-        for _ in range(versions):
-            bad = degrade(clean, random_params(rng))
-            versions_of.append((bad, target_need(face_psnr(bad, clean))))
-        for img, need in versions_of:
-            xs.append(measure(img))
+        clean512 = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        for k in range(versions + 3):
+            size = int(rng.choice(NATIVE_SIZES))
+            clean = clean512 if size == 512 else cv2.resize(clean512, (size, size), interpolation=cv2.INTER_AREA)
+            if k < 3:  # clean and camera-clean faces: nothing to restore
+                img, need = (clean if k == 0 else realistic_clean(clean, rng)), 0.0
+            else:
+                img = degrade(clean, random_params(rng))
+                need = target_need(face_psnr(img, clean))
+            crop, scale = as_pipeline_sees(img, rng)
+            xs.append(measure(crop, scale))
             ys.append(need)
         if n % 50 == 0:
             print(f"  {n}/{len(files)} faces", flush=True)
@@ -121,7 +149,7 @@ def main() -> None:
     files = sorted(args.data.glob("*.jpg"))
     step = max(1, len(files) // args.faces)
     train_files = files[::step][: args.faces]
-    print(f"measuring {len(train_files)} faces x {args.versions + 2} versions", flush=True)
+    print(f"measuring {len(train_files)} faces x {args.versions + 3} versions", flush=True)
     x, y = samples(train_files, args.versions, args.seed)
     order = np.random.default_rng(args.seed).permutation(len(x))
     train, test = order[: len(x) // 2], order[len(x) // 2 :]

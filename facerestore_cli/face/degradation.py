@@ -24,7 +24,7 @@ import numpy as np
 
 from facerestore_cli.face.landmarks import ALIGNED_FACE_BOX
 
-__all__ = ["NO_HARM_NEED", "Degradation", "estimate_degradation", "strength_for"]
+__all__ = ["NO_HARM_NEED", "Degradation", "auto_strength", "detail_kept", "estimate_degradation", "strength_for"]
 
 #: Below this need a face is left exactly as it was (strength 0): the measures' spread on clean faces.
 NO_HARM_NEED = 0.25
@@ -64,16 +64,14 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
-def _band_energies(y: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, float, float]:
+def _band_energies(y: np.ndarray, box: tuple[int, ...]) -> tuple[float, float, float]:
     blur = [y] + [cv2.GaussianBlur(y, (0, 0), s) for s in (1.0, 2.0, 4.0)]
     x0, y0, x1, y1 = box
-    fine, mid, coarse = (
-        float(np.mean((a - b)[y0:y1, x0:x1] ** 2)) + 1e-6 for a, b in itertools.pairwise(blur)
-    )
+    fine, mid, coarse = (float(np.mean((a - b)[y0:y1, x0:x1] ** 2)) + 1e-6 for a, b in itertools.pairwise(blur))
     return fine, mid, coarse
 
 
-def _noise_sigma(y: np.ndarray, box: tuple[int, int, int, int]) -> float:
+def _noise_sigma(y: np.ndarray, box: tuple[int, ...]) -> float:
     """Immerkær (1996): the Laplacian-difference operator cancels smooth image structure; on the
     flattest half of the face (by gradient) its mean absolute response is proportional to σ."""
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
@@ -87,7 +85,7 @@ def _noise_sigma(y: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return float(np.sqrt(np.pi / 2) * resp[flat].mean() / 6.0)
 
 
-def _blocking(y: np.ndarray, box: tuple[int, int, int, int]) -> float:
+def _blocking(y: np.ndarray, box: tuple[int, ...]) -> float:
     """Steps at every 8th column/row against the others, at the grid offset where they are largest.
 
     The aligned crop is resampled from the photo, so a JPEG's block grid survives only when the face
@@ -107,8 +105,29 @@ def _blocking(y: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return best
 
 
-def measure(rgb: np.ndarray, box: tuple[int, int, int, int] = ALIGNED_FACE_BOX) -> np.ndarray:
-    """The feature vector (see :data:`FEATURES`) of an aligned uint8 RGB face crop."""
+#: Faces are measured at their own resolution in the photo, but never below this many pixels across
+#: the crop: a face of 40 px has no fine bands to measure, and such a face needs restoring anyway.
+MIN_NATIVE = 160
+
+
+def native_size(scale: float, size: int = 512) -> int:
+    """The crop's side at the face's own resolution in the photo (``scale``: crop px per photo px)."""
+    return round(min(size, max(MIN_NATIVE, size / max(scale, 1e-6))))
+
+
+def measure(rgb: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The feature vector (see :data:`FEATURES`) of an aligned uint8 RGB face crop.
+
+    A face smaller in the photo than the crop was enlarged by the alignment, which removes its finest
+    bands: measured as it is, every small sharp face would look blurred. So the crop is first shrunk
+    back to the face's own resolution (:func:`native_size`): the question is whether the face is
+    degraded on its own pixel grid, which is what the restorer can improve and the paste shows.
+    """
+    size = rgb.shape[0]
+    n = native_size(scale, size)
+    if n < size:
+        rgb = cv2.resize(rgb, (n, n), interpolation=cv2.INTER_AREA)
+    box = tuple(round(v * n / 512) for v in ALIGNED_FACE_BOX)
     y = _luma(rgb)
     fine, mid, coarse = _band_energies(y, box)
     return np.array(
@@ -137,10 +156,59 @@ def need_from(features: np.ndarray, model: dict[str, np.ndarray] | None = None) 
     return 1.0 / (1.0 + np.exp(-(h @ m["w3"].T + m["b3"])[:, 0]))
 
 
-def estimate_degradation(rgb: np.ndarray) -> Degradation:
-    """Measure an aligned 512 face crop (uint8 RGB) and say how much it needs restoring."""
-    f = measure(rgb)
+def estimate_degradation(rgb: np.ndarray, scale: float = 1.0) -> Degradation:
+    """Measure an aligned 512 face crop (uint8 RGB) and say how much it needs restoring.
+
+    ``scale``: crop pixels per photo pixel (``AlignedFace.scale``), so the face is judged at its own
+    resolution (see :func:`measure`).
+    """
+    f = measure(rgb, scale)
     return Degradation(*(float(v) for v in f), need=float(need_from(f)[0]))
+
+
+#: The restorer keeps at most this share of a face's fine detail (Laplacian energy of the face's centre,
+#: at its own resolution) on a face it would harm: a sharp face comes back smoothed. Measured with the
+#: compact DMDNet: sharp portraits keep 0.05-0.34, degraded faces (x4, x8, old prints) 0.74-1.4.
+HARM_KEPT = 0.45
+#: Between these shares the detail signal alone gives a partial strength (0 at the first, 1 at the
+#: second: a restoration that keeps as much detail as the face had is used fully).
+PARTIAL_KEPT = 0.6
+HELP_KEPT = 1.0
+#: Above this noise sigma (8-bit levels) removing fine "detail" is the point (it is noise), so the
+#: detail check does not apply.
+NOISY = 3.0
+
+
+def detail_kept(original: np.ndarray, restored: np.ndarray, scale: float = 1.0) -> float:
+    """How much of the face's fine detail the restored face keeps (1 = as much, < 1 smoothed, > 1 sharper).
+
+    Both are 512 crops (uint8 and float [0, 1]); compared at the face's own resolution, on the centre
+    of the face (eyes, nose, mouth) where a beauty-filter smoothing shows first.
+    """
+    n = native_size(scale, original.shape[0])
+    restored8 = np.clip(np.rint(restored * 255.0), 0, 255).astype(np.uint8)
+    a, b = (
+        cv2.resize(im, (n, n), interpolation=cv2.INTER_AREA) if n < im.shape[0] else im for im in (original, restored8)
+    )
+    centre = slice(n // 4, 3 * n // 4)
+    energy = [float(cv2.Laplacian(_luma(im), cv2.CV_32F)[centre, centre].var()) for im in (a, b)]
+    return energy[1] / max(energy[0], 1e-6)
+
+
+def auto_strength(degradation: Degradation, kept: float) -> tuple[float, str | None]:
+    """The ``--strength auto`` decision for a face, from its measures and what the restorer did to it.
+
+    A face is restored as much as the larger of two signals says: its measured need, and how much of its
+    detail the restoration keeps; but never when the restorer would smooth away detail of a face that is
+    not noisy. Returns (strength, why it is 0, or None).
+    """
+    if kept < HARM_KEPT and degradation.noise < NOISY:
+        return 0.0, f"restoring would smooth it (keeps {kept:.0%} of its fine detail)"
+    by_detail = float(np.clip((kept - PARTIAL_KEPT) / (HELP_KEPT - PARTIAL_KEPT), 0.0, 1.0))
+    strength = max(strength_for(degradation.need), by_detail)
+    if strength <= 0.0:
+        return 0.0, f"no measurable degradation (need {degradation.need:.2f})"
+    return strength, None
 
 
 def strength_for(need: float) -> float:
