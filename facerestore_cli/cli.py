@@ -141,6 +141,9 @@ def restore_command(
     save_faces: bool = typer.Option(False, help="Also write each aligned crop and restored face."),
     compare: bool = typer.Option(False, help="Also write a before/after side-by-side."),
     report: Path | None = typer.Option(None, help="Write one JSON line per image to this file."),
+    review: Path | None = typer.Option(
+        None, help="Write a self-contained HTML page to look at the album: every photo, each face before/after."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS, min=1, help="Refuse photos larger than this (decompression bombs)."
@@ -179,17 +182,19 @@ def restore_command(
         hint = " (add -r to look in sub-folders)" if folders else ""
         _fail_setup(f"no photos to restore{hint}")
     writer = None
+    for side, option in ((report, "--report"), (review, "--review")):
+        if side is not None:
+            try:
+                check_side_file(side, found.items, option)
+            except ValueError as exc:
+                _fail_setup(str(exc))
     if report:
-        try:
-            check_side_file(report, found.items, "--report")
-        except ValueError as exc:
-            _fail_setup(str(exc))
         try:
             writer = ReportWriter(report)
         except OSError as exc:
             _fail_setup(f"--report {report}: cannot write it ({exc.strerror or exc})")
     try:
-        summary = _restore_album(options, found, plan, writer, quiet)
+        summary = _restore_album(options, found, plan, writer, quiet, review)
     finally:
         if writer:
             writer.close()
@@ -212,14 +217,17 @@ def _strength(text: str, blend: float | None) -> float | None:
         _fail_setup(f"--strength {text}: expected auto or a number between 0 and 1")
 
 
-def _restore_album(options, found, plan, writer, quiet: bool):
+def _restore_album(options, found, plan, writer, quiet: bool, review: Path | None = None):
     from facerestore_cli import AlbumRunner, ImageReport, Summary
+    from facerestore_cli.review import ReviewPage
 
-    runner = AlbumRunner(_engine(options, quiet))
+    page = ReviewPage(review) if review is not None else None
+    runner = AlbumRunner(_engine(options, quiet), review=page)
     summary = Summary(restorer=runner.engine.restorer.info.to_json())
     for p in found.problems:  # inputs that could not even be listed are failures of this run too
         r = ImageReport(input=p.spec, status="failed", reason=p.reason, error=p.message)
         summary.add(r)
+        runner._review_plain(r)
         if writer:
             writer.write(r)
         if not quiet:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a model needs it: the onnxruntime helpers here do not
+    import torch
 
 __all__ = ["DeviceError", "Runtime", "make_runtime", "onnx_providers", "onnx_session_options", "resolve_device"]
 
@@ -27,7 +29,8 @@ class Runtime:
     """Where and how models run: the device, the compute dtype and the CPU thread count."""
 
     device: torch.device
-    dtype: torch.dtype = torch.float32
+    #: the compute ``torch.dtype`` (``make_runtime`` sets it: float16 on CUDA, else float32)
+    dtype: Any = None
     threads: int | None = None
 
     @property
@@ -43,6 +46,8 @@ class Runtime:
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """Turn ``auto|cpu|cuda[:N]|mps`` into a device that exists, or raise :class:`DeviceError`."""
+    import torch
+
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
@@ -79,6 +84,8 @@ def make_runtime(device: str = "auto", half: bool | None = None, threads: int | 
     ``half=None`` means "fp16 where it is safe": on CUDA only, since CPU fp16 convolutions are slow
     and MPS fp16 differs numerically between macOS versions.
     """
+    import torch
+
     dev = resolve_device(device)
     if threads is not None:
         if threads < 1:

@@ -32,22 +32,28 @@ class Pipeline:
         self.engine = FaceRestorer(options, restorer=restorer, detector=detector, on_message=on_message, prepare=False)
         self.runner = AlbumRunner(self.engine)
         self.options = self.engine.options
+        self._prepared = False
 
     def __getattr__(self, name: str) -> Any:  # runtime, restorer, detector, embedder, compile_person, ...
-        if name in ("engine", "runner"):
+        if name in ("engine", "runner", "_prepared"):
             raise AttributeError(name)
         return getattr(self.engine, name)
 
     def prepare(self) -> None:
         """Build the detector and compile the references (``FaceRestorer`` does it at construction)."""
-        self.engine._prepare()
+        if not self._prepared:
+            self.engine._prepare()
+            self._prepared = True
 
     def restore_photo(self, photo: Any, timer: StageTimer | None = None) -> PhotoResult:
+        self.prepare()  # 0.1 silently dropped the references when prepare() was forgotten
         return self.engine.restore(photo, timer)
 
     def process(self, item: InputItem, output: Path, photo: Any = None) -> ImageReport:
+        self.prepare()
         return self.runner.process(item, output, photo)
 
     def run(self, items: list[InputItem], plan: OutputPlan, *, report: ReportWriter | None = None,
             on_image: Any = None, summary: Summary | None = None) -> Summary:  # fmt: skip
+        self.prepare()
         return self.runner.run(items, plan, report=report, on_image=on_image, summary=summary)

@@ -37,11 +37,14 @@ from facerestore_cli.imagefile import (
 from facerestore_cli.options import RestoreOptions
 from facerestore_cli.references.dictionary import DictionaryError
 from facerestore_cli.report import ImageReport, ReportWriter, Summary
+from facerestore_cli.review import ReviewFace, ReviewPage, side_by_side
 
 __all__ = ["AlbumRunner", "Computed", "restore_file"]
 
 #: JPEG quality of the ``--compare`` side-by-side (a preview, not a photo to keep).
 COMPARE_QUALITY = 92
+#: ``--review``: the page is rewritten every this many photos, and at the end.
+REVIEW_EVERY = 25
 
 
 @dataclass
@@ -57,9 +60,11 @@ class Computed:
 class AlbumRunner:
     """Runs a :class:`FaceRestorer` over files: read, restore, write, report."""
 
-    def __init__(self, engine: FaceRestorer) -> None:
+    def __init__(self, engine: FaceRestorer, *, review: ReviewPage | None = None) -> None:
         self.engine = engine
         self.options = engine.options
+        #: ``--review``: every photo's thumbnail and faces go on this page as they are written
+        self.review = review
 
     # -- one file ------------------------------------------------------------------------------------
 
@@ -119,6 +124,8 @@ class AlbumRunner:
                 )
         except Exception as exc:
             _fail(report, computed.source, exc)
+        if self.review is not None:
+            self.review.add(report.to_json(), rgb8(computed.result.photo), _review_faces(computed))
         spent = time.perf_counter() - started
         report.timings["encode"] = report.timings.get("encode", 0.0) + spent
         report.seconds += spent
@@ -179,8 +186,13 @@ class AlbumRunner:
             upscale = self.options.paste.upscale
             if upscale > 1:
                 before = cv2.resize(before, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_LANCZOS4)
-            side = np.concatenate([before, rgb8(result.photo)], axis=1)
+            side = side_by_side(before, rgb8(result.photo))
             save_photo(Photo(side, "JPEG"), output.with_name(output.stem + "_compare.jpg"), quality=COMPARE_QUALITY)
+
+    def _review_plain(self, report: ImageReport) -> None:
+        """A photo with nothing to show (failed before it was restored, or skipped) on the review page."""
+        if self.review is not None:
+            self.review.add(report.to_json(), None, [])
 
     # -- an album ------------------------------------------------------------------------------------
 
@@ -205,6 +217,8 @@ class AlbumRunner:
 
         def finish(r: ImageReport) -> None:
             summary.add(r)
+            if self.review is not None and summary.images % REVIEW_EVERY == 0:
+                self.review.write()  # an interrupted album still has its page
             if report is not None:
                 report.write(r)
             if on_image is not None:
@@ -229,6 +243,7 @@ class AlbumRunner:
                 continue
             queue.append((len(queue), item, out))
         for r in early:
+            self._review_plain(r)
             finish(r)
 
         def timed_load(path: Path) -> tuple[Photo | Exception, float]:
@@ -264,6 +279,7 @@ class AlbumRunner:
                 r.timings = {"decode": decode_time, **r.timings}
                 r.seconds += decode_time
                 if computed is None:
+                    self._review_plain(r)
                     inflight.append(_done(r))
                 else:
                     inflight.append(writer.submit(self.write, r, computed))
@@ -286,7 +302,31 @@ class AlbumRunner:
                     summary.interrupted = True
             writer.shutdown(wait=True)
         summary.seconds = time.perf_counter() - started
+        if self.review is not None:
+            self.review.write()
         return summary
+
+
+def _review_faces(computed: Computed) -> list[ReviewFace]:
+    """The page's before/after of every face: restored ones as pasted, the others cut from the photo."""
+    result = computed.result
+    restored = iter(zip(result.crops, result.restored, strict=True))
+    rgb = rgb8(computed.original)
+    faces = []
+    for f in result.faces:
+        if f.restored:
+            before, after = next(restored)
+            after = np.clip(np.rint(after * 255.0), 0, 255).astype(np.uint8)
+        else:
+            x0, y0, x1, y1 = (round(v) for v in f.box)
+            before, after = rgb[max(0, y0) : max(y0 + 1, y1), max(0, x0) : max(x0 + 1, x1)], None
+            if before.size == 0:
+                continue
+        faces.append(
+            ReviewFace(before=before, after=after, index=f.index, person=f.person, strength=f.strength,
+                       degradation=f.degradation, skipped=f.skipped or f.error)
+        )  # fmt: skip
+    return faces
 
 
 def restore_file(input_path: Path | str, output_path: Path | str, options: RestoreOptions | None = None) -> ImageReport:

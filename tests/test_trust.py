@@ -165,3 +165,21 @@ def test_weights_verify_checks_the_files_in_use_listed_or_not(tmp_path, monkeypa
     assert result.exit_code == 1
     row = next(r for r in json.loads(result.stdout) if r["in_use_for"] == "memgan")
     assert row["status"] == "damaged" and "non-finite" in row["detail"]
+
+
+# -- 13. the album review page -----------------------------------------------------------------------
+
+
+def test_review_page_of_an_album_run_shows_photos_faces_and_failures(tmp_path, album):
+    (album / "broken.jpg").write_text("not a photo")
+    page = tmp_path / "review.html"
+    result = invoke(album, "-m", "none", "--strength", "1", "-o", tmp_path / "out", "--review", page, "--compare")
+    assert result.exit_code == 1  # the broken photo failed; the others are restored
+    text = page.read_text(encoding="utf-8")
+    assert text.count('class="card') >= 3 and "broken.jpg" in text and "not-an-image" in text
+    assert "http://" not in text and "https://" not in text
+    assert text.count("data:image/jpeg;base64,") >= 2 + 2 * 2  # two thumbnails, a before/after per face
+    compare = np.asarray(Image.open(tmp_path / "out" / "a_compare.jpg"))
+    assert compare.shape[1] > 2 * 512  # before | divider | after
+    refused = invoke(album, "-m", "none", "-o", tmp_path / "o2", "--review", album / "a.jpg")
+    assert refused.exit_code == 2 and "one of the photos to restore" in refused.output

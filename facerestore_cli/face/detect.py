@@ -33,7 +33,7 @@ import numpy as np
 from facerestore_cli.defaults import DEFAULT_DETECT_MAX_SIDE, DEFAULT_DETECTOR
 from facerestore_cli.device import onnx_providers, onnx_session_options
 from facerestore_cli.face.dlib_models import ModelFileError, dlib_model_path, shape_predictor_68
-from facerestore_cli.imagefile import rgb8
+from facerestore_cli.imagefile import contiguous_rgb8
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,6 @@ class DetectorUnavailable(RuntimeError):
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def _as_rgb8(image: np.ndarray) -> np.ndarray:
-    """Accept what the loader produces (grey, RGBA, 16-bit) and give detectors contiguous 8-bit RGB."""
-    image = np.asarray(image)
-    if image.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"expected a uint8 (or uint16) image, got {image.dtype}")
-    return np.ascontiguousarray(rgb8(image))
 
 
 def _downscale(rgb: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float, float]:
@@ -237,7 +229,7 @@ class RetinaFaceDetector:
         self._input = self._session.get_inputs()[0].name
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        full = _as_rgb8(rgb)
+        full = contiguous_rgb8(rgb)
         small, sx, sy = _downscale(full, self.max_side)
         boxes, scores, points = self._detect_raw(small)
         boxes = _to_full(boxes.reshape(-1, 2, 2), sx, sy).reshape(-1, 4)
@@ -364,7 +356,7 @@ class DlibDetector:
         return 1 if max(small.shape[:2]) <= DLIB_UPSAMPLE_MAX_SIDE[self.name] else 0
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        full = _as_rgb8(rgb)
+        full = contiguous_rgb8(rgb)
         small, sx, sy = _downscale(full, self.max_side)
         up = self._upsample_for(small)
         if min(small.shape[:2]) < 32:  # dlib's CNN raises on images smaller than its filters
@@ -491,7 +483,7 @@ class InsightFaceDetector:
         self._lock = threading.Lock()
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        full = _as_rgb8(rgb)
+        full = contiguous_rgb8(rgb)
         small, sx, sy = _downscale(full, self.max_side)
         bgr = np.ascontiguousarray(small[:, :, ::-1])
         kwargs = {"threshold": self.score_threshold} if self._pass_threshold else {}

@@ -37,6 +37,7 @@ from facerestore_cli.face.align import FACE_SIZE, similarity_transform, warp_to_
 from facerestore_cli.face.detect import DEFAULT_INSIGHTFACE_PACK, five_points_from_68, insightface_pack_dir
 from facerestore_cli.face.dlib_models import ModelFileError, dlib_model_path
 from facerestore_cli.face.landmarks import ALIGNED_FACE_BOX
+from facerestore_cli.imagefile import contiguous_rgb8
 
 #: Size of dlib's embeddings.
 EMBEDDING_SIZE = 128
@@ -94,7 +95,7 @@ class FaceEmbedder:
 
     def embed(self, aligned_rgb: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
         """(128,) float32 embedding of the face in a crop, located by its 68 landmarks."""
-        image = _as_uint8_rgb(aligned_rgb)
+        image = contiguous_rgb8(aligned_rgb)
         shape = self._shape(image, landmarks68)
         with self._lock:
             vec = self._model.compute_face_descriptor(image, shape, self.num_jitters, CHIP_PADDING)
@@ -109,7 +110,7 @@ class FaceEmbedder:
         dlib = self._dlib
         images, shapes = [], []
         for crop, points in zip(aligned_rgbs, landmarks68, strict=True):
-            image = _as_uint8_rgb(crop)
+            image = contiguous_rgb8(crop)
             detections = dlib.full_object_detections()
             detections.append(self._shape(image, points))
             images.append(image)
@@ -132,17 +133,6 @@ class FaceEmbedder:
         rect = dlib.rectangle(round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
         parts = [dlib.point(round(float(x)), round(float(y))) for x, y in points]
         return dlib.full_object_detection(rect, parts)
-
-
-def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 RGB crop, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxWx3 RGB crop, got shape {image.shape}")
-    return np.ascontiguousarray(image[:, :, :3])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,7 +263,7 @@ def align_arcface(aligned_rgb: np.ndarray, landmarks68: np.ndarray, size: int = 
     The 512 crop's face is about 3.5 times larger than ArcFace's, so ``warp_to_face`` area-shrinks it
     before the bilinear warp (a plain bilinear warp at that scale would alias fine texture into the network).
     """
-    image = _as_uint8_rgb(aligned_rgb)
+    image = contiguous_rgb8(aligned_rgb)
     return warp_to_face(image, arcface_matrix(landmarks68, size), size)
 
 

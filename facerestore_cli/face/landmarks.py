@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facerestore_cli.face.dlib_models import DlibShapePredictor, shape_predictor_68
+from facerestore_cli.imagefile import contiguous_rgb8
 
 #: dlib rectangle (left, top, right, bottom) of a face aligned with the FFHQ template at 512x512.
 ALIGNED_FACE_BOX = (95, 150, 405, 460)
@@ -28,15 +29,7 @@ class LandmarkPredictor:
 
     def predict(self, aligned_rgb: np.ndarray, box: tuple[int, int, int, int] = ALIGNED_FACE_BOX) -> np.ndarray:
         """Return (68, 2) float64 landmarks ``x y`` in the crop's pixel coordinates."""
-        return self._predict(_as_uint8_rgb(aligned_rgb), box)
-
-
-def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 RGB crop, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(image[:, :, :3])
+        return self._predict(contiguous_rgb8(aligned_rgb), box)
 
 
 @lru_cache(maxsize=1)

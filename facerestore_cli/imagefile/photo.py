@@ -167,6 +167,15 @@ def rgb8(photo_or_pixels: Photo | np.ndarray) -> np.ndarray:
     raise ValueError(f"expected HxW or HxWx{{1,2,3,4}} pixels, not {px.shape}")
 
 
+def contiguous_rgb8(image: np.ndarray) -> np.ndarray:
+    """:func:`rgb8` for the models' inputs: a contiguous copy when needed, and ``TypeError`` for anything
+    but 8- or 16-bit samples (a float array here is a caller's bug, not a photo)."""
+    image = np.asarray(image)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"expected a uint8 (or uint16) image, got {image.dtype}")
+    return np.ascontiguousarray(rgb8(image))
+
+
 def is_colourless(photo_or_pixels: Photo | np.ndarray, tolerance: int = 3) -> bool:
     """Whether an RGB photo is really black-and-white (an old print scanned or saved as RGB).
 

@@ -28,6 +28,7 @@ import numpy as np
 from facerestore_cli.album import discover_inputs
 from facerestore_cli.face.identity import DLIB_OUTLIER_DISTANCE
 from facerestore_cli.imagefile import ImageFileError, load_photo, rgb8
+from facerestore_cli.weights import WeightsError, read_safetensors_metadata
 
 #: Bump when what a dictionary file contains or how references are prepared changes.
 DICTIONARY_FORMAT = 1
@@ -143,12 +144,9 @@ class DictionaryCache:
         path = self.path_for(key)
         if not path.is_file():
             return None
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception:
+        try:  # the header alone, without torch: `cache list` and `people` stay fast
+            meta = read_safetensors_metadata(path)
+        except WeightsError:
             return None
         if meta.get("format") != str(DICTIONARY_FORMAT) or meta.get("key") != key:
             return None
@@ -185,14 +183,11 @@ class DictionaryCache:
 
     def entries(self) -> list[dict[str, Any]]:
         """Every cached dictionary with its person, folder, reference count, size and age."""
-        from safetensors import safe_open
-
         out = []
         for path in sorted(self.root.glob("*.safetensors")):
             try:
-                with safe_open(str(path), framework="pt") as f:
-                    meta = f.metadata() or {}
-            except Exception:
+                meta = read_safetensors_metadata(path)
+            except WeightsError:
                 meta = {"damaged": "true"}
             out.append(
                 {

@@ -70,7 +70,6 @@ from facerestore_cli.weights.files import (
 from facerestore_cli.weights.files import _hash_cache as _hash_cache
 from facerestore_cli.weights.files import _hash_file as _hash_file
 from facerestore_cli.weights.lookup import (
-    ORIGINS,
     SearchPlace,
     WeightsLocation,
     list_weights,
@@ -95,7 +94,6 @@ __all__ = [
     "CHECKPOINT_WRAPPER_KEYS",
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
-    "ORIGINS",
     "WEIGHTS_FORMAT_VERSION",
     "CheckpointError",
     "DownloadError",

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from facerestore_cli.models import OfficialCheckpoint
 
 __all__ = [
-    "ORIGINS",
     "SearchPlace",
     "WeightsLocation",
     "list_weights",
@@ -36,15 +35,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ORIGINS = ("flag", "env", "user", "project")
-
 
 @dataclass(frozen=True)
 class WeightsLocation:
     """A weights file found by the lookup, where it was found and what its manifest says about it."""
 
     path: Path
-    origin: str  # one of ORIGINS
+    origin: str  # "flag" (--weights), "env" ($FACERESTORE_WEIGHTS), "user" or "project" (shipped)
     manifest: dict[str, Any] | None = field(default=None, compare=False)
     method: str | None = None
 
