@@ -163,7 +163,7 @@ def test_album_photo_with_two_known_people_and_a_stranger(tmp_path):
 
     done = facerestore(
         photo, "--people", people, "--report", report, "-o", out, "--threads", "1", "--weights", weights,
-        "--save-faces", "--embedder", "dlib", env=env,
+        "--save-faces", "--embedder", "dlib", "--strength", "1", env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     (line,) = report.read_text().splitlines()

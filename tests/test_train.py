@@ -201,3 +201,154 @@ def test_learning_rate_cools_down_at_the_end(faces_dir: Path, tmp_path: Path) ->
     assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(trainer.opts.lr * 0.25)
     trainer.apply_lr(1.0)  # a factor of the starting rate, not of the current one
     assert [g["lr"] for g in trainer.opt_g.param_groups] == pytest.approx(base)
+
+
+# --------------------------------------------------------------------------------------------------
+# the sharper fine-tuning: face losses, chroma, clean fraction, adversarial ramp, detail ratio, fp32
+
+
+def test_cpu_training_runs_in_fp32_by_default(faces_dir: Path, tmp_path: Path) -> None:
+    from facerestore_cli.train.common import TrainOptions, use_amp
+
+    assert TrainOptions(data=faces_dir, out=tmp_path / "x").bf16 is False
+    opts = dmd_options(faces_dir, tmp_path, stage_steps=(0, 0, 0, 1))
+    del opts.__dict__["bf16"]  # the dataclass default, not the helper's explicit False
+    assert opts.bf16 is False and not use_amp(opts)
+    trainer = DMDNetTrainer(opts)
+    seen = []
+
+    def hook(module, inputs, output) -> None:
+        seen.append((output.dtype, torch.is_autocast_enabled("cpu")))
+
+    trainer.model.register_forward_hook(hook)
+    trainer.train_step(trainer.make_batch(np.random.default_rng(0)))
+    assert seen == [(torch.float32, False)]
+    # bf16 on the CPU only when asked for
+    assert use_amp(dmd_options(faces_dir, tmp_path, bf16=True))
+
+
+def test_new_losses_train_and_lower_the_loss(faces_dir: Path, tmp_path: Path) -> None:
+    """A few steps on one batch with every new term on (face perceptual, detail, identity, chroma,
+    tone, adversarial at a ramped weight): each term is logged and the total goes down."""
+    torch.manual_seed(0)
+    opts = dmd_options(faces_dir, tmp_path, stage_steps=(0, 0, 0, 8), lr=1e-3, adv_start=0, adv_scale=0.1,
+                       adv_scale_from=0.01, adv_ramp=4, low_freq=5.0, refs_probs=(1.0,), refs_choices=(0,))  # fmt: skip
+    trainer = DMDNetTrainer(opts)
+    batch = trainer.make_batch(np.random.default_rng(5))
+    stats = []
+    for _ in range(8):
+        stats.append(trainer.train_step(batch))
+        trainer.ramp.advance()
+    first, last = stats[0], stats[-1]
+    for key in ("perc", "detail", "id", "style", "chroma", "low", "g_adv"):
+        assert np.isfinite(first[key]) and first[key] != 0, key
+    assert first["adv_scale"] == pytest.approx(0.01) and stats[4]["adv_scale"] == pytest.approx(0.1)
+    # (the adversarial part moves as D trains, so compare the rest)
+    rest = [s["loss"] - s["adv_scale"] * s["g_adv"] for s in stats]
+    assert rest[-1] < rest[0] and last["psnr"] > first["psnr"]
+
+
+def test_memgan_fine_tunes_from_init_with_the_new_losses(faces_dir: Path, tmp_path: Path) -> None:
+    config = MemConfig(width=0.0625)
+    base = dict(data=faces_dir, config=config, batch=1, adv_start=0, r1_interval=1, val_every=1, val_faces=1,
+                ckpt_every=1, clean_fraction=0.5, adv_ramp=10, adv_psnr_margin=-100.0)  # fmt: skip
+    first = MemGANTrainOptions(out=tmp_path / "a.safetensors", steps=1, **base)
+    a = MemGANTrainer(first).run()
+    tuned = MemGANTrainOptions(out=tmp_path / "b.safetensors", steps=2, init=a, **base)
+    trainer = MemGANTrainer(tuned)
+    init = load_weights(a).tensors
+    for k, v in trainer.model.state_dict().items():  # starts from the file (fp16-rounded)
+        torch.testing.assert_close(v, init[k].float(), rtol=0, atol=0)
+    trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "b.work" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "l1" in r]
+    assert steps and all(r["alpha3"] > 0 and r["chroma"] > 0 and r["id"] > 0 for r in steps)
+    # the ramp starts at the first shipped weights' α3 = 0.1 (one step in at step 2: a tenth of
+    # the way to 1 in log) and its clock is checkpointed
+    assert steps[-1]["step"] == 2 and steps[-1]["adv_scale"] == pytest.approx(0.1 * 10**0.1)
+    ckpt = torch.load(tmp_path / "b.work" / "checkpoint.pt", weights_only=True)
+    assert ckpt["adv_ramp"]["progress"] == 2
+    validation = [r for r in records if r.get("event") == "validation"]
+    assert validation and "x8_memgan_detail" in validation[0] and "ramp" in validation[0]
+    assert (tmp_path / "b.work" / "log.txt").read_text().count("event=validation") == len(validation)
+    # a resumed run takes the command's discriminator rate, not the checkpoint's
+    import dataclasses
+
+    faster = MemGANTrainer(dataclasses.replace(tuned, disc_lr=7e-4))
+    assert faster.resume() and faster.step == 2
+    assert [g["lr"] for g in faster.opt_d.param_groups] == [7e-4]
+    # a config that does not match the init file is refused
+    with pytest.raises(ValueError, match="another config"):
+        MemGANTrainer(MemGANTrainOptions(out=tmp_path / "c.safetensors", steps=1, init=a,
+                                         **{**base, "config": MemConfig(width=0.125)}))  # fmt: skip
+
+
+def test_dmdnet_init_validation_reports_detail_and_time_limit(faces_dir: Path, tmp_path: Path) -> None:
+    opts = dmd_options(faces_dir, tmp_path, stage_steps=(1, 0, 0, 1))
+    first = DMDNetTrainer(opts).run()
+    val = load_weights(first).metadata["validation"]
+    for scale, name in itertools.product((4, 8), ("input", "generic", "refs")):
+        assert 0 <= val[f"x{scale}_{name}_detail"] < 3  # (a 2-step model's output is nearly flat: ~0)
+    assert val["x8_input_detail"] < val["x4_input_detail"] < 1  # stronger degradation, less detail
+    # fine-tuning from the exported file: the dictionary comes along in the buffers
+    tuned = dmd_options(faces_dir, tmp_path / "t", stage_steps=(0, 0, 0, 50), init=first, max_minutes=0)
+    trainer = DMDNetTrainer(tuned)
+    loaded = load_weights(first).tensors
+    from facerestore_cli.models.dmdnet import mem_buffer_name
+
+    key = mem_buffer_name("LE", 256, "Key")
+    torch.testing.assert_close(trainer.model.state_dict()[key], loaded[key].float())
+    out = trainer.run()  # max_minutes=0: stops before the first step, still exports
+    assert load_weights(out).metadata["training"]["steps"] == 0
+    log = (tuned.resolved_work_dir() / "log.jsonl").read_text()
+    assert '"event": "time-limit"' in log
+
+
+def test_train_commands_pass_the_new_options(faces_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facerestore_cli import cli_train
+    from facerestore_cli.train.objectives import PERCEPTUAL_CHOICES
+
+    assert cli_train.PERCEPTUAL_CHOICES == PERCEPTUAL_CHOICES
+    out = tmp_path / "mem.safetensors"
+    common = ["memgan", "--data", str(faces_dir), "--out", str(out), "--width", "0.0625", "--batch", "1"]
+    bad = CliRunner().invoke(cli_train.app, [*common, "--perceptual", "lpips"])
+    assert bad.exit_code == 2 and "--perceptual" in bad.output and not out.exists()
+    flags = ["--steps", "1", "--threads", "1", "--adv-start", "0", "--adv-scale", "0.5", "--adv-scale-from", "0.05",
+             "--adv-ramp", "7", "--chroma-weight", "3", "--identity-weight", "0.2", "--clean-fraction", "0.3",
+             "--low-freq", "2", "--val-every", "1000", "--ckpt-every", "1", "--max-minutes", "30"]  # fmt: skip
+    result = CliRunner().invoke(cli_train.app, [*common, *flags])
+    assert result.exit_code == 0, result.output
+    options = load_weights(out).metadata["training"]["options"]
+    expected = {"adv_scale": 0.5, "adv_scale_from": 0.05, "adv_ramp": 7, "chroma_weight": 3.0,
+                "identity_weight": 0.2, "clean_fraction": 0.3, "low_freq": 2.0, "bf16": False, "device": "cpu",
+                "perceptual": "auto"}  # fmt: skip
+    assert {k: options[k] for k in expected} == expected
+    assert "identity 0.2, chroma 3" in load_weights(out).metadata["perceptual"]
+
+
+@pytest.mark.slow
+def test_pack_and_gpu_script_run_on_the_cpu(faces_dir: Path, tmp_path: Path) -> None:
+    """tools/pack_training_subset.py packs a subset under its budget, and tools/gpu_train.sh trains the
+    shipped MemGAN from it with --cpu-smoke, with no landmark predictor needed, into <= 16 MiB."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    pack = tmp_path / "pack"
+    subprocess.run([sys.executable, str(root / "tools" / "pack_training_subset.py"), "--data", str(faces_dir),
+                    "--out", str(pack), "--max-mib", "14"], check=True, cwd=root)  # fmt: skip
+    size = sum(p.stat().st_size for p in pack.rglob("*") if p.is_file())
+    assert size <= 14 * 1024 * 1024
+    manifest = json.loads((pack / "PACK.json").read_text())
+    assert manifest["faces"] == 8 and manifest["validation_faces"] == ["00000_face0.jpg"]
+    env = {**os.environ, "PYTHON": sys.executable, "STEPS": "1"}
+    script = [str(root / "tools" / "gpu_train.sh"), str(pack), str(tmp_path / "out"), "--cpu-smoke"]
+    run = subprocess.run(["bash", *script], cwd=root, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    weights = tmp_path / "out" / "memgan-gpu.safetensors"
+    assert weights.stat().st_size <= 16 * 1024 * 1024
+    meta = load_weights(weights).metadata
+    assert meta["training"]["steps"] == 1 and "face-net.npz" in meta["perceptual"]

@@ -423,3 +423,166 @@ def test_stylegan2_discriminator():
     same = torch.ones(4, 8, 2, 2)
     assert minibatch_stddev(same)[:, 8].abs().max() < 1e-3
     assert minibatch_stddev(torch.randn(4, 8, 2, 2))[:, 8].min() > 0.3
+
+
+# --------------------------------------------------------------------------------------------------
+# the sharper fine-tuning's pieces (facerestore_cli.train.objectives)
+
+
+def test_adversarial_ramp_is_geometric_and_held_by_validation():
+    from facerestore_cli.train.objectives import AdversarialRamp
+
+    ramp = AdversarialRamp(start=0.02, target=1.0, steps=100)
+    assert ramp.value() == pytest.approx(0.02)
+    ramp.advance(50)
+    assert ramp.value() == pytest.approx(math.sqrt(0.02))  # half way in steps is half way in log
+    ramp.advance(500)
+    assert ramp.progress == 100 and ramp.value() == pytest.approx(1.0)
+    # a validation below the input's PSNR holds the ramp and steps it back by a tenth
+    why = ramp.review(psnr=26.5, input_psnr=27.0, detail=0.4)
+    assert ramp.held and "PSNR" in why and ramp.progress == 90
+    ramp.advance(5)
+    assert ramp.progress == 90
+    # too much high-frequency energy (noise, not detail) holds it too
+    assert "detail" in ramp.review(psnr=28.0, input_psnr=27.0, detail=1.5) and ramp.progress == 80
+    assert ramp.review(psnr=28.0, input_psnr=27.0, detail=0.6) == "running" and not ramp.held
+    ramp.advance(3)
+    assert ramp.progress == 83
+    # state survives a checkpoint; a constant weight and a ramp from zero work too
+    again = AdversarialRamp(start=0.02, target=1.0, steps=100)
+    again.load(ramp.state())
+    assert again.value() == pytest.approx(ramp.value())
+    assert AdversarialRamp(start=0.1, target=0.1, steps=0).value() == 0.1
+    zero = AdversarialRamp(start=0.0, target=0.5, steps=10)
+    zero.advance(5)
+    assert zero.value() == pytest.approx(0.25)
+
+
+def test_chroma_loss_is_zero_on_equal_blind_to_grey_and_large_on_specks(astronaut_face):
+    from facerestore_cli.train.objectives import chroma, chroma_loss
+
+    hq = to_tensor(cv2.resize(astronaut_face, (128, 128), interpolation=cv2.INTER_AREA))
+    assert float(chroma_loss(hq, hq.clone())) == 0.0
+    # a grey (luma-only) change has no chroma
+    assert float(chroma_loss((hq + 0.1).clamp(-1, 1), hq)) < 0.002
+    assert chroma(torch.zeros(1, 3, 4, 4)).abs().max() < 1e-6
+    # green specks on 1 % of the pixels
+    rng = np.random.default_rng(0)
+    mask = torch.from_numpy(rng.random((128, 128)) < 0.01)
+    speckled = hq.clone()
+    speckled[0, 1][mask] = 1.0
+    speckled[0, 0][mask] = -1.0
+    speckled[0, 2][mask] = -1.0
+    # a smooth tint with the same mean absolute RGB error as the specks
+    tint = hq.clone()
+    tint[0, 1] += float((speckled - hq).abs().mean() * 3)
+    tinted = tint.clamp(-1, 1)
+    spk, tnt = float(chroma_loss(speckled, hq)), float(chroma_loss(tinted, hq))
+    assert spk > 0.005 and spk > tnt  # the hinge weighs concentrated errors more
+    assert float(chroma_loss(speckled, hq, outlier_weight=0)) < spk
+    _check_loss(chroma_loss, hq, speckled)
+
+
+def test_detail_ratio_of_blurred_and_sharp_faces(astronaut_face):
+    from facerestore_cli.train.objectives import centre, detail_ratio, laplacian_variance
+
+    face = astronaut_face
+    assert detail_ratio(face, face) == pytest.approx(1.0)
+    blurred = cv2.GaussianBlur(face, (0, 0), 2.0)
+    x8 = dg.degrade(face, dg.fixed_degradation(8))
+    x4 = dg.degrade(face, dg.fixed_degradation(4))
+    assert detail_ratio(blurred, face) < 0.3
+    assert detail_ratio(x8, face) < detail_ratio(x4, face) < 1
+    # the same definition as bench/quality_metrics: BT.601 luma, 3x3 Laplacian, the central half
+    luma = face.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    lap = cv2.Laplacian(luma[128:384, 128:384], cv2.CV_64F, ksize=3, borderType=cv2.BORDER_REFLECT_101)
+    assert laplacian_variance(centre(face)) == pytest.approx(lap.var())
+    assert centre(face).shape == (256, 256, 3)
+    with pytest.raises(ValueError):
+        detail_ratio(face[:256], face)
+
+
+def test_light_degradation_keeps_the_face(astronaut_face):
+    from facerestore_cli.train.objectives import light_degradation
+
+    rng = np.random.default_rng(0)
+    exact = light = 0
+    for _ in range(40):
+        params = light_degradation(dg.sample_params(dg.DMDNET_EQ19, rng), rng)
+        hq, lq = dg.make_pair(astronaut_face, params)
+        if np.array_equal(hq, lq):
+            exact += 1
+        else:
+            light += 1
+            assert psnr(lq, hq) > 33, params  # barely degraded: JPEG >= 90, blur <= 0.6, at most 1.25x
+        assert params.jpeg_quality is None or params.jpeg_quality >= 90
+    assert exact > 10 and light > 10
+
+
+def test_face_data_serves_the_clean_fraction(tmp_path, astronaut_face):
+    from facerestore_cli.train.data import FaceData
+
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), cv2.cvtColor(astronaut_face, cv2.COLOR_RGB2BGR))
+    marks = np.zeros((1, 68, 2), np.float32)
+    data = FaceData([path], marks, "memgan", predictor=None, clean_fraction=0.12)
+    rng = np.random.default_rng(1)
+    samples = [data.sample(rng) for _ in range(300)]
+    share = np.mean([s.light for s in samples])
+    assert 0.07 < share < 0.17
+    assert any(np.array_equal(s.hq, s.lq) for s in samples if s.light)
+    assert all(not np.array_equal(s.hq, s.lq) for s in samples if not s.light)
+    none = FaceData([path], marks, "memgan", predictor=None)
+    assert not any(none.sample(rng).light for _ in range(30))
+
+
+def test_face_losses_are_zero_on_equal_and_see_lost_detail(astronaut_face):
+    from facerestore_cli.train.objectives import FaceLosses
+
+    losses = FaceLosses()
+    hq = to_tensor(astronaut_face)
+    equal = losses(hq, hq.clone())
+    assert set(equal) == {"perceptual", "detail", "identity"}
+    assert all(float(v) == pytest.approx(0.0, abs=1e-5) for v in equal.values())
+    x4 = losses(to_tensor(dg.degrade(astronaut_face, dg.fixed_degradation(4))), hq)
+    x8 = losses(to_tensor(dg.degrade(astronaut_face, dg.fixed_degradation(8))), hq)
+    for name in ("perceptual", "detail"):
+        assert float(x8[name]) > float(x4[name]) > 0.01, name
+    p = to_tensor(dg.degrade(astronaut_face, dg.fixed_degradation(8))).requires_grad_(True)
+    terms = losses(p, hq)
+    (terms["detail"] + terms["identity"]).backward()
+    # the full-resolution term reaches the centre only; all of it is finite
+    assert torch.isfinite(p.grad).all() and p.grad[..., 128:384, 128:384].abs().sum() > 0
+
+
+def test_face_net_pack_round_trip(tmp_path):
+    from facerestore_cli.train.face_features import load_dlib_face_net
+    from facerestore_cli.train.objectives import load_face_net, pack_face_net
+
+    packed = pack_face_net(None, tmp_path / "face-net.npz")
+    assert packed.stat().st_size < 12_500_000  # half the .dat
+    net, original = load_face_net(packed), load_dlib_face_net()
+    x = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(net(x), original(x))
+    assert (cos > 0.999).all()
+    assert not any(p.requires_grad for p in net.parameters())
+
+
+def test_shared_terms_choose_their_perceptual(no_vgg, astronaut_face):
+    from facerestore_cli.train.objectives import FaceLossWeights, SharedTerms
+
+    auto = SharedTerms("memgan")
+    assert auto.choice == "face" and not auto.pretrained and auto.style is None
+    assert "dlib face recognition" in auto.describe()
+    structure = SharedTerms("dmdnet", "structure", weights=FaceLossWeights(identity=0.0))
+    assert structure.pixel_loss.backend == "ssim+sobel" and structure.face is None
+    assert structure.style.backend == "laplacian-gram"
+    with pytest.raises(FileNotFoundError):
+        SharedTerms("dmdnet", "vgg")
+    with pytest.raises(ValueError):
+        SharedTerms("dmdnet", "lpips")
+    hq = to_tensor(astronaut_face)
+    total, raw = auto(hq, hq.clone())
+    assert float(total) == pytest.approx(0.0, abs=1e-4)
+    assert set(raw) == {"perc", "detail", "id", "style", "chroma"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -28,15 +29,55 @@ class TrainOptions:
     data: Path
     out: Path
     work_dir: Path | None = None
+    #: start from these weights (a file this trainer exported, or ``weights import-stylegan2``'s);
+    #: ignored when a checkpoint exists, so re-running the same command resumes
+    init: Path | None = None
     batch: int = 2
     lr: float = 2e-4
+    #: the discriminator's learning rate (None: ``lr``). A fine-tuning run starts a fresh
+    #: discriminator beside a trained generator: it needs to learn faster than the generator moves.
+    disc_lr: float | None = None
     adv_start: int = 2000
     seed: int = 0
     threads: int | None = None
-    bf16: bool = True
+    #: "cpu" or a torch device such as "cuda" / "cuda:1"
+    device: str = "cpu"
+    #: bf16 autocast on the CPU. Off by default: on the CPUs we train on (no AMX) bf16 convolutions
+    #: were measured 50–100x slower than fp32.
+    bf16: bool = False
+    #: bf16 autocast on CUDA GPUs that support it (Ampere, Hopper); fp32 elsewhere
+    amp: bool = True
     val_every: int = 500
+    #: held-out faces per periodic validation (0 = all of them; the final validation uses all)
+    val_faces: int = 8
     ckpt_every: int = 100
     vgg: str = "auto"
+    #: "auto" (VGG19 if found, else the face net), "face", "vgg" or "structure" (the SSIM + Sobel stand-in)
+    perceptual: str = "auto"
+    #: dlib's face recognition model (.dat, or a .npz from tools/pack_training_subset.py)
+    face_net: Path | None = None
+    #: face-net and chroma weights; None takes the trainer's default (see FaceLossWeights)
+    perc_weight: float | None = None
+    detail_weight: float | None = None
+    identity_weight: float | None = None
+    chroma_weight: float | None = None
+    #: our tone term (L1 of block averages; 0 = off)
+    low_freq: float = 0.0
+    #: share of samples whose input is clean or barely degraded, with the same target
+    clean_fraction: float = 0.12
+    #: the adversarial weight, as a multiple of the paper's (relative to its pixel term): the ramp's
+    #: end; ``adv_scale_from`` its start (None: the trainer's default), over ``adv_ramp`` steps
+    adv_scale: float = 1.0
+    adv_scale_from: float | None = None
+    adv_ramp: int = 4000
+    #: validation holds the ramp when x8 PSNR falls below the input's + this (dB) ...
+    adv_psnr_margin: float = 0.0
+    #: ... or when the x8 detail ratio rises above this
+    adv_max_detail: float = 1.2
+    #: stop (checkpoint, validate, export) after this many minutes of this process's wall time
+    max_minutes: float | None = None
+    #: data threads (1 keeps the batch order reproducible; a GPU needs several)
+    workers: int = 1
     #: From this fraction of the run on, the learning rates follow a cosine down to 1% of their value.
     #: A short run gains more fidelity from a cooled-down end than from more steps at full rate.
     lr_decay_from: float = 0.6
@@ -67,19 +108,33 @@ def ssim01(a: Tensor, b: Tensor) -> Tensor:
     return ssim((a.float() + 1) * 0.5, (b.float() + 1) * 0.5)
 
 
-def autocast(enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPUs that have it (AMX/AVX512-BF16 make convolutions ~3x faster)."""
+def autocast(enabled: bool, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``enabled`` (see :func:`use_amp` for when it is)."""
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def use_amp(opts: TrainOptions) -> bool:
+    """Whether training autocasts to bf16: on CUDA where the GPU supports bf16 (``opts.amp``), on the
+    CPU only when asked (``opts.bf16``: without AMX it is far slower than fp32)."""
+    device = torch.device(opts.device)
+    if device.type == "cuda":
+        return opts.amp and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and opts.bf16
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic ``torch.save`` of plain tensors/containers (loadable with ``weights_only=True``)."""
+    """Atomic ``torch.save`` of plain tensors/containers (loadable with ``weights_only=True``).
+
+    Through the project's one atomic writer, which also fsyncs: a power cut during a long run must leave
+    the previous checkpoint to resume from, not an empty file published by a bare rename.
+    """
+    from facerestore_cli.imagefile import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -114,12 +169,16 @@ class Log:
     elapsed_before: float = 0.0
 
     def write(self, record: dict, echo: bool = True) -> None:
+        """Append to ``log.jsonl`` (for plots) and ``log.txt`` (the same line, for people)."""
         record = {"time": round(self.elapsed, 1), **record}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        line = " ".join(f"{k}={_fmt(v)}" for k, v in record.items())
+        with self.path.with_suffix(".txt").open("a") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
         if echo:
-            print(" ".join(f"{k}={_fmt(v)}" for k, v in record.items()), flush=True)
+            print(line, flush=True)
 
     @property
     def elapsed(self) -> float:
@@ -166,15 +225,25 @@ class TrainerBase:
     log: Log
     step: int = 0
     method: str = ""
+    #: the restorer whose x8 validation figures steer the adversarial ramp
+    main_restorer: str = ""
+    #: where the adversarial ramp starts when ``opts.adv_scale_from`` is None
+    default_adv_from: float = 1.0
 
     def setup(self, opts: object, spec: str) -> None:
-        """Threads, seeds, work folder, log, and the train/validation split with cached landmarks."""
-        from facerestore_cli.face.landmarks import LandmarkPredictor
-        from facerestore_cli.train.data import FaceData, landmark_cache, list_images, split_validation
+        """Threads, device, seeds, work folder, log, and the train/validation split with cached landmarks."""
+        from facerestore_cli.train.data import FaceData, LazyPredictor, landmark_cache, list_images, split_validation
+        from facerestore_cli.train.objectives import AdversarialRamp
 
         self.opts = opts
         if opts.threads:
             torch.set_num_threads(opts.threads)
+        self.device = torch.device(opts.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        self.amp = use_amp(opts)
         self.work = opts.resolved_work_dir()
         self.work.mkdir(parents=True, exist_ok=True)
         self.rng = np.random.default_rng(opts.seed)
@@ -182,12 +251,52 @@ class TrainerBase:
         self.step = 0
         self.log = Log(self.work / "log.jsonl")
         files = list_images(opts.data)
-        self.predictor = LandmarkPredictor()
+        self.predictor = LazyPredictor()
         marks = landmark_cache(files, self.work / "landmarks.npz", self.predictor)
         index = {f: i for i, f in enumerate(files)}
         train_files, self.val_files = split_validation(files)
         self.val_marks = marks[[index[f] for f in self.val_files]]
-        self.train_data = FaceData(train_files, marks[[index[f] for f in train_files]], spec, self.predictor)
+        self.train_data = FaceData(
+            train_files, marks[[index[f] for f in train_files]], spec, self.predictor, opts.clean_fraction
+        )
+        start = self.default_adv_from if opts.adv_scale_from is None else opts.adv_scale_from
+        self.ramp = AdversarialRamp(
+            start=start if opts.adv_ramp > 0 else opts.adv_scale, target=opts.adv_scale, steps=opts.adv_ramp,
+            psnr_margin=opts.adv_psnr_margin, max_detail=opts.adv_max_detail,
+        )  # fmt: skip
+
+    def shared_terms(self, kind: str, defaults: object) -> object:
+        """The perceptual/identity/style/chroma terms with ``defaults`` (FaceLossWeights) overridden by opts."""
+        from facerestore_cli.train.objectives import SharedTerms
+
+        o = self.opts
+        overrides = {"perceptual": o.perc_weight, "detail": o.detail_weight, "identity": o.identity_weight,
+                     "chroma": o.chroma_weight}  # fmt: skip
+        weights = dataclasses.replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
+        return SharedTerms(kind, o.perceptual, vgg=o.vgg, face_net=o.face_net, weights=weights).to(self.device)
+
+    def load_init(self, model: torch.nn.Module) -> None:
+        """Load ``opts.init`` into ``model`` (strict: every tensor must match the configured size)."""
+        from facerestore_cli.weights import load_weights
+
+        loaded = load_weights(self.opts.init)
+        config = loaded.metadata.get("config")
+        if config and hasattr(self.opts, "config"):
+            mine = dataclasses.asdict(self.opts.config)
+            differ = {k: (v, mine[k]) for k, v in config.items() if k in mine and _plain(mine[k]) != _plain(v)}
+            if differ:
+                raise ValueError(f"{self.opts.init} was trained with another config (file, ours): {differ}")
+        model.load_state_dict({k: v.float() for k, v in loaded.tensors.items()})
+
+    def adv_weight(self) -> float:
+        """The adversarial scale of this step: the ramp's value times the divergence guard's factor."""
+        return self.ramp.value() * self.adv_factor
+
+    def to_device(self, batch: dict) -> dict:
+        if self.device.type == "cpu":
+            return batch
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) and k not in ("boxes", "ref_boxes")
+                else v for k, v in batch.items()}  # fmt: skip
 
     def options_dict(self) -> dict:
         d = dataclasses.asdict(self.opts)
@@ -204,7 +313,7 @@ class TrainerBase:
             "validation": validation or {},
             "perceptual": self.perceptual.describe(),
         }
-        tensors = {k: v.detach().contiguous() for k, v in state.items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         return save_weights(tensors, self.opts.out, meta, half=True)
 
     def apply_lr(self, factor: float) -> None:
@@ -230,6 +339,7 @@ class TrainerBase:
             "rng": rng_state(self.rng),
             "elapsed": self.log.elapsed,
             "adv_factor": self.adv_factor,
+            "adv_ramp": self.ramp.state(),
             **self.state(),
         }
         path = self.checkpoint_path()
@@ -250,6 +360,10 @@ class TrainerBase:
         restore_rng(self.rng, state["rng"])
         self.step = int(state["step"])
         self.adv_factor = float(state.get("adv_factor", 1.0))
+        self.ramp.load(state.get("adv_ramp"))
+        if self.opts.disc_lr is not None:  # the command's rate wins over the checkpoint's (resumable with a new one)
+            for group in self.opt_d.param_groups:
+                group["lr"] = group["initial_lr"] = self.opts.disc_lr
         self.log.elapsed_before = float(state["elapsed"])
         self.log.started = time.time()
         return True
@@ -261,21 +375,46 @@ class TrainerBase:
         self.export(self.validate(limit=limit))
         return self.opts.out
 
-    def run(self, log_every: int = 10) -> Path:
+    def review_ramp(self, validation: dict) -> str:
+        """Hold or release the adversarial ramp from a validation's x8 PSNR and detail ratio."""
+        name = self.main_restorer
+        return self.ramp.review(
+            validation.get(f"x8_{name}_psnr"), validation.get("x8_input_psnr"), validation.get(f"x8_{name}_detail")
+        )
+
+    def batches(self) -> Iterator[dict]:
         from facerestore_cli.train.data import prefetch
 
+        # The data stream is seeded by (seed, step) so a resumed run does not replay old batches.
+        workers = max(1, self.opts.workers)
+        rngs = [np.random.default_rng([self.opts.seed, self.step] + ([w] if w else [])) for w in range(workers)]
+        makers = [functools.partial(self.make_batch, r) for r in rngs]
+        return prefetch(makers[0] if workers == 1 else makers, depth=max(4, 2 * workers))
+
+    def run(self, log_every: int = 10) -> Path:
         opts = self.opts
         if self.resume():
             self.log.write({"event": "resumed", "step": self.step})
-        self.log.write({"event": "start", "perceptual": self.perceptual.describe(), "total_steps": opts.total_steps})
-        # The data stream is seeded by (seed, step) so a resumed run does not replay old batches.
-        data_rng = np.random.default_rng([opts.seed, self.step])
-        batches = prefetch(lambda: self.make_batch(data_rng))
+        self.log.write({"event": "start", "perceptual": self.perceptual.describe(), "total_steps": opts.total_steps,
+                        "device": str(self.device), "amp_bf16": self.amp})  # fmt: skip
+        if self.step == 0 and opts.init and opts.val_every:
+            # where a fine-tuning run starts from: the first point of its curves
+            validation = self.validate(limit=opts.val_faces or None)
+            self.log.write({"event": "validation", "step": 0, **validation, "adv_scale": self.adv_weight(),
+                            "ramp": "start"})  # fmt: skip
+        started = time.time()
+        deadline = started + opts.max_minutes * 60 if opts.max_minutes is not None else None
+        batches = self.batches()
         last_stage = None
         guard = DivergenceGuard()
         while self.step < opts.total_steps:
+            if deadline is not None and time.time() >= deadline:
+                self.log.write({"event": "time-limit", "step": self.step, "minutes": opts.max_minutes})
+                break
             self.apply_lr(lr_factor(self.step, opts.total_steps, opts.lr_decay_from))
-            stats = self.train_step(next(batches))
+            stats = self.train_step(self.to_device(next(batches)))
+            if self.step > opts.adv_start:
+                self.ramp.advance()
             guard.add(stats["psnr"])
             stage = stats.get("stage")
             # every log_every steps, and at the first step of every stage (so short runs show them all)
@@ -296,12 +435,21 @@ class TrainerBase:
                 guard.commit()
                 self.save()
             if self.step % opts.val_every == 0 and self.step < opts.total_steps:
-                self.log.write({"event": "validation", "step": self.step, **self.validate()})
+                validation = self.validate(limit=opts.val_faces or None)
+                ramp = self.review_ramp(validation)
+                self.log.write({"event": "validation", "step": self.step, **validation, "adv_scale": self.adv_weight(),
+                                "ramp": ramp})  # fmt: skip
+                if self.step % opts.ckpt_every == 0:
+                    self.save()  # keep the ramp's new state with the checkpoint just written
         self.save()
         validation = self.validate(limit=None)
-        self.log.write({"event": "final-validation", **validation})
+        self.log.write({"event": "final-validation", "step": self.step, **validation})
         self.export(validation)
         return opts.out
+
+
+def _plain(v: object) -> object:
+    return list(v) if isinstance(v, tuple) else v
 
 
 class DivergenceGuard:
@@ -339,16 +487,22 @@ def validate_restorers(
     restorers: dict,
     grid_path: Path,
     limit: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Mean PSNR/SSIM of each restorer on held-out faces at the fixed x4 and x8 degradations.
+    """PSNR/SSIM/tone PSNR (means) and detail ratio (median) of each restorer on held-out faces at the
+    fixed x4 and x8 degradations.
 
     ``restorers`` maps a name to ``fn(lq_tensor, index, hq_uint8) -> tensor``; the degraded input is
     scored too (``input``). A preview grid of the first four faces is written to ``grid_path``.
     ``tone_psnr`` is the PSNR of 16 px block averages (32×32 thumbnails of a 512 face): tone and colour
-    only, where a restorer should never do worse than its input.
+    only, where a restorer should never do worse than its input. ``detail`` is
+    :func:`~facerestore_cli.train.objectives.detail_ratio` of the 8-bit output: the centre's Laplacian
+    energy against the original's (1 = as detailed as the real face), the median over faces because
+    one ratio can be far off on a face whose original centre is unusually flat.
     """
     from facerestore_cli.train.data import read_rgb
     from facerestore_cli.train.degrade import degrade, fixed_degradation
+    from facerestore_cli.train.objectives import detail_ratio
 
     results: dict[str, list[float]] = {}
     rows = []
@@ -360,13 +514,17 @@ def validate_restorers(
             for scale in (4, 8):
                 lq_img = degrade(hq_img, fixed_degradation(scale, seed=i))
                 lq = to_tensor([lq_img])
-                outputs = {"input": lq, **{name: fn(lq, i, hq_img).float() for name, fn in restorers.items()}}
+                outputs = {"input": lq}
+                for name, fn in restorers.items():
+                    outputs[name] = fn(lq.to(device), i, hq_img).float().cpu()
                 for name, y in outputs.items():
                     results.setdefault(f"x{scale}_{name}_psnr", []).append(float(psnr(y, hq)))
                     results.setdefault(f"x{scale}_{name}_ssim", []).append(float(ssim01(y, hq)))
                     tone = psnr(F.avg_pool2d(y, 16), F.avg_pool2d(hq, 16))
                     results.setdefault(f"x{scale}_{name}_tone_psnr", []).append(float(tone))
-                row += [to_uint8(y)[0] for y in outputs.values()]
+                    image = to_uint8(y)[0]
+                    results.setdefault(f"x{scale}_{name}_detail", []).append(detail_ratio(image, hq_img))
+                    row.append(image)
             rows.append(row)
     save_grid(grid_path, rows[:4], scale=0.25)
-    return {k: float(np.mean(v)) for k, v in results.items()}
+    return {k: float(np.nanmedian(v) if k.endswith("_detail") else np.mean(v)) for k, v in results.items()}

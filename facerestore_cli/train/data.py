@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from queue import Queue
+from queue import Full, Queue
 
 import cv2
 import numpy as np
@@ -57,7 +57,9 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def landmark_cache(files: list[Path], cache_file: Path, predictor: LandmarkPredictor | None = None) -> np.ndarray:
+def landmark_cache(
+    files: list[Path], cache_file: Path, predictor: LandmarkPredictor | LazyPredictor | None = None
+) -> np.ndarray:
     """68 landmarks of every file, computed once and cached (keyed by the file list and sizes)."""
     digest = hashlib.sha256("\n".join(f"{f.name}:{f.stat().st_size}" for f in files).encode()).hexdigest()
     if cache_file.exists():
@@ -81,6 +83,8 @@ class Sample:
     refs: list[np.ndarray]  # reference views, uint8
     ref_landmarks: list[np.ndarray]
     params: DegradationParams
+    #: the input is the target itself or barely degraded (see ``FaceData.clean_fraction``)
+    light: bool = False
 
 
 def _elastic_field(rng: np.random.Generator, amplitude: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -122,18 +126,54 @@ def reference_view(
     return ref, predictor.predict(ref)
 
 
-class FaceData:
-    """Samples for training: augmented target, eq. 19/14 degraded input, landmarks, reference views."""
+class LazyPredictor:
+    """A :class:`LandmarkPredictor` loaded on first use.
 
-    def __init__(self, files: list[Path], landmarks: np.ndarray, spec: str, predictor: LandmarkPredictor) -> None:
+    With cached landmarks, MemGAN never predicts any, and a machine without dlib (a GPU box) can train
+    from a pack that carries ``landmarks.npz``.
+    """
+
+    def __init__(self) -> None:
+        self._predictor: LandmarkPredictor | None = None
+        self._lock = threading.Lock()
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if self._predictor is None:
+                self._predictor = LandmarkPredictor()
+        return self._predictor.predict(image)
+
+
+class FaceData:
+    """Samples for training: augmented target, eq. 19/14 degraded input, landmarks, reference views.
+
+    ``clean_fraction`` of the samples get no or a barely visible degradation
+    (:func:`~facerestore_cli.train.objectives.light_degradation`) with the same target: without them
+    the network only ever sees degraded inputs and learns to smooth whatever it gets, sharp faces too.
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        landmarks: np.ndarray,
+        spec: str,
+        predictor: LandmarkPredictor | LazyPredictor,
+        clean_fraction: float = 0.0,
+    ) -> None:
         self.files = files
         self.landmarks = landmarks
         self.spec = SPECS[spec]
         self.predictor = predictor
+        self.clean_fraction = clean_fraction
 
     def sample(self, rng: np.random.Generator, n_refs: int = 0, index: int | None = None) -> Sample:
+        from facerestore_cli.train.objectives import light_degradation
+
         i = int(rng.integers(len(self.files))) if index is None else index
         params = sample_params(self.spec, rng)
+        light = self.clean_fraction > 0 and bool(rng.random() < self.clean_fraction)
+        if light:
+            params = light_degradation(params, rng)
         hq = augment(read_rgb(self.files[i]), params)
         marks = self.landmarks[i].astype(np.float64)
         if params.flip:
@@ -144,24 +184,35 @@ class FaceData:
             r, lm = reference_view(hq, rng, self.predictor)
             refs.append(r)
             ref_marks.append(lm)
-        return Sample(hq=hq, lq=lq, landmarks=marks, refs=refs, ref_landmarks=ref_marks, params=params)
+        return Sample(hq=hq, lq=lq, landmarks=marks, refs=refs, ref_landmarks=ref_marks, params=params, light=light)
 
 
-def prefetch(make: callable, depth: int = 4) -> Iterator:
-    """Run ``make()`` in a background thread, ``depth`` items ahead (OpenCV releases the GIL)."""
-    queue: Queue = Queue(maxsize=depth)
+def prefetch(make: Callable | Sequence[Callable], depth: int = 4) -> Iterator:
+    """Run ``make()`` in background threads, ``depth`` items ahead (OpenCV releases the GIL).
+
+    One callable is one thread and a reproducible order; a list runs one thread per callable (each
+    with its own generator), which a GPU needs to be fed and which gives up the fixed order.
+    """
+    makers = [make] if callable(make) else list(make)
+    queue: Queue = Queue(maxsize=max(depth, len(makers)))
     stop = threading.Event()
 
-    def worker() -> None:
+    def worker(fn: Callable) -> None:
         while not stop.is_set():
             try:
-                queue.put(make())
+                item = fn()
             except BaseException as exc:  # surface data errors in the training loop
                 queue.put(exc)
                 return
+            while not stop.is_set():
+                try:
+                    queue.put(item, timeout=0.5)
+                    break
+                except Full:
+                    continue
 
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
+    for fn in makers:
+        threading.Thread(target=worker, args=(fn,), daemon=True).start()
     try:
         while True:
             item = queue.get()

@@ -20,10 +20,16 @@ The extractor of the generic dictionary (F_gen) and of the specific one (F_spe) 
 (``E_hq`` + ``*_KV``): the paper initialises F_spe from F_gen and the released model keeps one.
 
 Losses (eq. 11–18): 300·MSE + perceptual + 0.1·style + the multi-scale SNGAN hinge with λ_r = {4, 1,
-0.5}. Without a pretrained VGG19 the perceptual and style terms use the stand-ins documented in
-:mod:`facerestore_cli.train.losses`, and the adversarial term is scaled by ``adv_scale`` (0.1 by
-default) because a short CPU schedule cannot afford the fidelity the full weight costs. ``low_freq``
-adds our :func:`~facerestore_cli.train.losses.low_frequency_loss` (not in the paper; 0 leaves it out).
+0.5}. With a pretrained VGG19 the perceptual and style terms are the paper's; without one the
+perceptual term is dlib's face net (:class:`~facerestore_cli.train.objectives.FaceLosses`: the face
+chip at weight 1 and the full-resolution centre at 0.5) and the style term the Laplacian-band stand-in
+of :mod:`facerestore_cli.train.losses`. Both cases add the face net's identity term (weight 1) and the
+chroma term (weight 10); :data:`DMDNET_FACE_WEIGHTS` says why these sizes. The adversarial weight is
+``adv_scale`` times the paper's, ramped geometrically from ``adv_scale_from`` (0.02, what the first
+shipped weights were trained at) over ``adv_ramp`` steps (:class:`~facerestore_cli.train.objectives.
+AdversarialRamp`). ``low_freq`` adds our :func:`~facerestore_cli.train.losses.low_frequency_loss`
+(not in the paper; 0 leaves it out). ``init`` starts from exported weights: their generic dictionary
+comes along, so a fine-tuning run uses ``stage_steps = (0, 0, 0, N)``.
 """
 
 from __future__ import annotations
@@ -45,12 +51,21 @@ from facerestore_cli.train.data import (
 from facerestore_cli.train.discriminators import MultiScaleSNDiscriminator
 from facerestore_cli.train.losses import (
     DMDNetLossWeights,
-    feature_losses,
     hinge_d_loss,
     hinge_g_loss,
     low_frequency_loss,
     mse_loss,
 )
+from facerestore_cli.train.objectives import FaceLossWeights
+
+#: Face-net and chroma weights for DMDNet without VGG19. Measured on the first shipped weights' x8
+#: outputs (4 training faces), as the norm of each term's gradient on the output: 300·MSE 0.029,
+#: face-chip perceptual 0.0079 per unit weight, full-resolution centre 0.021, identity 0.010, chroma
+#: 0.00027, the SSIM + Sobel stand-in 0.0044 and the style stand-in at 0.1 only 0.0004. At these
+#: weights the face terms together pull about as hard as the pixel term (27 %, 36 % and 35 % of it),
+#: where the stand-in pulled 15 %; chroma at 10 is 9 % on a smooth tint and much more on a speck
+#: (its hinge multiplies the pull of every pixel more than ``tau`` off by 5).
+DMDNET_FACE_WEIGHTS = FaceLossWeights(perceptual=1.0, detail=0.5, identity=1.0, chroma=10.0)
 
 STAGES = ("init", "forward", "backward", "buffer")
 
@@ -64,8 +79,6 @@ class DMDNetTrainOptions(common.TrainOptions):
     refs_probs: tuple[float, ...] = (0.3, 0.3, 0.4)
     refresh_items: int = 2
     gamma_init: float = 0.9
-    adv_scale: float = 0.1
-    low_freq: float = 0.0
     disc_width: int = 16
 
     @property
@@ -102,7 +115,8 @@ class GenericDictionary(nn.Module):
         return out
 
     def load(self, state: dict) -> None:
-        self.cache = {k: v.float() for k, v in state["cache"].items()}
+        device = next(iter(self.cache.values())).device  # checkpoints load on the CPU
+        self.cache = {k: v.float().to(device) for k, v in state["cache"].items()}
         for k, v in state["gamma"].items():
             self.gamma[k].data.copy_(v)
         if "params" in state:
@@ -138,25 +152,31 @@ def _stack_specific(flat: dict[str, Tensor], batch: int, refs: int) -> dict[str,
 
 class DMDNetTrainer(common.TrainerBase):
     method = "dmdnet"
+    main_restorer = "generic"
+    default_adv_from = 0.02
 
     def __init__(self, opts: DMDNetTrainOptions) -> None:
         self.setup(opts, "dmdnet")
         train_files = self.train_data.files
-        self.model = DMDNet(opts.config).to(memory_format=torch.channels_last)
-        self.disc = MultiScaleSNDiscriminator(width=opts.disc_width).to(memory_format=torch.channels_last)
-        self.dictionary = GenericDictionary(self.model, opts.gamma_init)
-        self.perceptual, self.style = feature_losses("dmdnet", vgg=opts.vgg)
+        self.model = DMDNet(opts.config)
+        if opts.init:
+            self.load_init(self.model)
+        self.model = self.model.to(self.device, memory_format=torch.channels_last)
+        disc = MultiScaleSNDiscriminator(width=opts.disc_width)
+        self.disc = disc.to(self.device, memory_format=torch.channels_last)
+        self.dictionary = GenericDictionary(self.model, opts.gamma_init).to(self.device)
+        self.perceptual = self.shared_terms("dmdnet", DMDNET_FACE_WEIGHTS)
         self.weights = DMDNetLossWeights()
         self.opt_g = torch.optim.Adam(
             [*self.model.parameters(), *self.dictionary.gamma.parameters()], lr=opts.lr, betas=(0.5, 0.999)
         )
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=opts.disc_lr or opts.lr, betas=(0.5, 0.999))
         self.opt_dict: torch.optim.Optimizer | None = None
 
         # The Y generic images (fixed by the seed, drawn from the training split).
         y = opts.config.banks
         pick = np.random.default_rng(opts.seed + 1).choice(len(train_files), size=y, replace=False)
-        self.generic_images = common.to_tensor([read_rgb(train_files[i]) for i in pick])
+        self.generic_images = common.to_tensor([read_rgb(train_files[i]) for i in pick], self.device)
         self.generic_boxes = _boxes([self.train_data.landmarks[i] for i in pick])
 
     # -- state ------------------------------------------------------------------------------------
@@ -265,7 +285,7 @@ class DMDNetTrainer(common.TrainerBase):
             self.dictionary.write_into(self.model)
             self._frozen = True
         self.model.train()
-        with common.autocast(opts.bf16):
+        with common.autocast(self.amp, self.device):
             generic, after = self._generic(stage, batch)
             specific = None
             if batch["n_refs"]:
@@ -275,20 +295,20 @@ class DMDNetTrainer(common.TrainerBase):
         out = out.float()
         hq = batch["hq"]
         l_mse = mse_loss(out, hq)
-        l_perc = self.perceptual(out, hq)
-        l_style = self.style(out, hq) if self.style is not None else out.new_zeros(())
-        loss = self.weights.mse * l_mse + self.weights.perceptual * l_perc + self.weights.style * l_style
+        shared, raw = self.perceptual(out, hq)
+        loss = self.weights.mse * l_mse + shared
         l_low = out.new_zeros(())
         if opts.low_freq > 0:
             l_low = low_frequency_loss(out, hq)
             loss = loss + opts.low_freq * l_low
-        adv = opts.adv_scale > 0 and self.step >= opts.adv_start
+        adv_scale = self.adv_weight()
+        adv = adv_scale > 0 and self.step >= opts.adv_start
         l_g = out.new_zeros(())
         if adv:
             self.disc.requires_grad_(False)
-            with common.autocast(opts.bf16):
+            with common.autocast(self.amp, self.device):
                 l_g = hinge_g_loss([x.float() for x in self.disc(out)], self.weights.adversarial)
-            loss = loss + opts.adv_scale * self.adv_factor * l_g
+            loss = loss + adv_scale * l_g
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_dict is not None:
             self.opt_dict.zero_grad(set_to_none=True)
@@ -300,7 +320,7 @@ class DMDNetTrainer(common.TrainerBase):
         l_d = out.new_zeros(())
         if adv:
             self.disc.requires_grad_(True)
-            with common.autocast(opts.bf16):
+            with common.autocast(self.amp, self.device):
                 real = self.disc(hq)
                 fake = self.disc(out.detach())
             l_d = hinge_d_loss([x.float() for x in real], [x.float() for x in fake])
@@ -308,12 +328,13 @@ class DMDNetTrainer(common.TrainerBase):
             l_d.backward()
             self.opt_d.step()
         self.step += 1
-        losses = {"loss": loss, "mse": l_mse, "perc": l_perc, "style": l_style, "low": l_low, "g_adv": l_g, "d": l_d}
+        losses = {"loss": loss, "mse": l_mse, **raw, "low": l_low, "g_adv": l_g, "d": l_d}
         return {
             "step": self.step,
             "stage": stage,
             "refs": batch["n_refs"],
             **{k: float(v.detach()) for k, v in losses.items()},
+            "adv_scale": adv_scale if adv else 0.0,
             "psnr": float(common.psnr(out.detach(), hq).mean()),
         }
 
@@ -329,7 +350,7 @@ class DMDNetTrainer(common.TrainerBase):
             if i not in views:  # two reference views per face, the same for x4 and x8
                 rng = np.random.default_rng(1234 + i)
                 refs = [reference_view(hq_img, rng, self.predictor) for _ in range(2)]
-                ref_t = common.to_tensor([r for r, _ in refs])
+                ref_t = common.to_tensor([r for r, _ in refs], self.device)
                 views[i] = self.model.encode_references(ref_t, _boxes([m for _, m in refs]))
             return views[i]
 
@@ -345,6 +366,7 @@ class DMDNetTrainer(common.TrainerBase):
                 },
                 self.work / f"val_{self.step:06d}.jpg",
                 limit,
+                self.device,
             )
 
     def export(self, validation: dict | None = None) -> str:

@@ -30,6 +30,9 @@ Feature losses: :class:`PerceptualLoss` (DMDNet eq. 12 or MemGAN eq. 10) and :cl
   texture at that octave, 0 when it matches).
 
 Neither stand-in matches VGG numerically: loss weights tuned for one do not carry to the other.
+The trainers now use the SSIM + Sobel stand-in only when asked (``--perceptual structure``, to
+reproduce the first shipped weights): without VGG19 their perceptual term is dlib's face net, see
+:mod:`facerestore_cli.train.objectives`.
 
 Adversarial: DMDNet's multi-scale SNGAN hinge (eq. 15–16, :func:`hinge_d_loss`, :func:`hinge_g_loss`)
 and MemGAN's StyleGAN2 logistic loss (eq. 11–12 read as StyleGAN2's softplus form,

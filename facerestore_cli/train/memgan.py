@@ -9,9 +9,13 @@ Deviations, each forced by what this machine has:
 
 * No pretrained StyleGAN2-512 can be downloaded here, so the decoder starts from scratch unless
   ``init`` names a file made by ``facerestore weights import-stylegan2`` (the paper's set-up).
-* Without a pretrained VGG19 the perceptual term is the SSIM + gradient stand-in of
-  :mod:`facerestore_cli.train.losses`; it has no colour term, so α1 is raised to 1 to keep colours
-  and tones faithful (with VGG19 present the paper's 0.1 is used).
+* Without a pretrained VGG19 the perceptual term is dlib's face net
+  (:class:`~facerestore_cli.train.objectives.FaceLosses`), which normalises every feature vector and
+  so barely sees colour or tone: α1 is raised to 1 to keep them faithful (with VGG19 present the
+  paper's 0.1 is used). Identity and chroma terms are added either way (:data:`MEMGAN_FACE_WEIGHTS`).
+* The adversarial weight is ``adv_scale`` times the paper's *ratio* to the pixel term (α3/α1 = 1),
+  so with α1 = 1 the paper's balance is α3 = 1; the first shipped weights were trained at α3 = 0.1,
+  where the ramp starts by default (:class:`~facerestore_cli.train.objectives.AdversarialRamp`).
 """
 
 from __future__ import annotations
@@ -28,18 +32,27 @@ from facerestore_cli.train import common
 from facerestore_cli.train.discriminators import StyleGAN2Discriminator
 from facerestore_cli.train.losses import (
     MemGANLossWeights,
-    feature_losses,
     l1_loss,
     lazy_r1_loss,
     logistic_d_loss,
     logistic_g_loss,
+    low_frequency_loss,
 )
+from facerestore_cli.train.objectives import FaceLossWeights
+
+#: Face-net and chroma weights for MemGAN without VGG19. MemGAN's pixel term is L1 at α1 = 1, whose
+#: gradient on the output of the first shipped weights has a norm of 0.00056 (spread evenly over
+#: every pixel) against the SSIM + Sobel stand-in's 0.0044 it was trained with; the face terms per
+#: unit weight send 0.0073 (chip), 0.018 (full-resolution centre) and 0.0091 (identity). At half,
+#: a quarter and half of that the three together pull about three times as hard as the stand-in
+#: did, towards texture and identity, while L1 and chroma keep colour. Chroma at 4 makes a speck's
+#: pixel pull about five times harder than L1 alone would (L1 weighs a green speck like a grey one).
+MEMGAN_FACE_WEIGHTS = FaceLossWeights(perceptual=0.5, detail=0.25, identity=0.5, chroma=4.0)
 
 
 @dataclass
 class MemGANTrainOptions(common.TrainOptions):
     config: Config = field(default_factory=Config.compact)
-    init: Path | None = None
     steps: int = 10000
     disc_width: int = 8
     r1_interval: int = 16
@@ -51,21 +64,23 @@ class MemGANTrainOptions(common.TrainOptions):
 
 class MemGANTrainer(common.TrainerBase):
     method = "memgan"
+    main_restorer = "memgan"
+    default_adv_from = 0.1
 
     def __init__(self, opts: MemGANTrainOptions) -> None:
         self.setup(opts, "memgan")
         self.model = MemGAN(opts.config)
         if opts.init:
-            from facerestore_cli.weights import load_weights
-
-            self.model.load_state_dict({k: v.float() for k, v in load_weights(opts.init).tensors.items()})
+            self.load_init(self.model)
         # (no channels_last for the model: its modulated conv weights are 5-D, as the clean layout is)
-        self.disc = StyleGAN2Discriminator(width=opts.disc_width).to(memory_format=torch.channels_last)
-        self.perceptual, _ = feature_losses("memgan", vgg=opts.vgg)
+        self.model = self.model.to(self.device)
+        disc = StyleGAN2Discriminator(width=opts.disc_width)
+        self.disc = disc.to(self.device, memory_format=torch.channels_last)
+        self.perceptual = self.shared_terms("memgan", MEMGAN_FACE_WEIGHTS)
         paper = MemGANLossWeights()
         self.weights = paper if self.perceptual.pretrained else dataclasses.replace(paper, l1=1.0)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=opts.lr, betas=(0.5, 0.99))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=opts.lr, betas=(0.5, 0.99))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=opts.disc_lr or opts.lr, betas=(0.5, 0.99))
 
     def state(self) -> dict:
         return {
@@ -90,26 +105,33 @@ class MemGANTrainer(common.TrainerBase):
         opts = self.opts
         hq, lq = batch["hq"], batch["lq"]
         self.model.train()
-        with common.autocast(opts.bf16):
+        with common.autocast(self.amp, self.device):
             out = self.model(lq)
         out = out.float()
         l_l1 = l1_loss(out, hq)
-        l_perc = self.perceptual(out, hq)
-        loss = self.weights.l1 * l_l1 + self.weights.perceptual * l_perc
-        adv = self.step >= opts.adv_start and self.weights.adversarial > 0
+        shared, raw = self.perceptual(out, hq)
+        loss = self.weights.l1 * l_l1 + shared
+        l_low = out.new_zeros(())
+        if opts.low_freq > 0:
+            l_low = low_frequency_loss(out, hq)
+            loss = loss + opts.low_freq * l_low
+        # adv_scale multiplies the paper's α3/α1 ratio, so α3 follows the pixel weight in use
+        adv_scale = self.adv_weight()
+        alpha3 = adv_scale * self.weights.adversarial / MemGANLossWeights().l1 * self.weights.l1
+        adv = self.step >= opts.adv_start and alpha3 > 0
         l_g = out.new_zeros(())
         if adv:
             self.disc.requires_grad_(False)
-            with common.autocast(opts.bf16):
+            with common.autocast(self.amp, self.device):
                 l_g = logistic_g_loss(self.disc(out).float())
-            loss = loss + self.weights.adversarial * self.adv_factor * l_g
+            loss = loss + alpha3 * l_g
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
         l_d = out.new_zeros(())
         if adv:
             self.disc.requires_grad_(True)
-            with common.autocast(opts.bf16):
+            with common.autocast(self.amp, self.device):
                 l_d = logistic_d_loss(self.disc(hq).float(), self.disc(out.detach()).float())
             if self.step % opts.r1_interval == 0:
                 real = hq.detach().requires_grad_(True)
@@ -118,9 +140,10 @@ class MemGANTrainer(common.TrainerBase):
             l_d.backward()
             self.opt_d.step()
         self.step += 1
+        losses = {"loss": loss, "l1": l_l1, **raw, "low": l_low, "g_adv": l_g, "d": l_d}
         return {
-            "step": self.step, "loss": float(loss.detach()), "l1": float(l_l1.detach()),
-            "perc": float(l_perc.detach()), "g_adv": float(l_g.detach()), "d": float(l_d.detach()),
+            "step": self.step, **{k: float(v.detach()) for k, v in losses.items()},
+            "adv_scale": adv_scale if adv else 0.0, "alpha3": alpha3 if adv else 0.0,
             "psnr": float(common.psnr(out.detach(), hq).mean()),
         }  # fmt: skip
 
@@ -131,6 +154,7 @@ class MemGANTrainer(common.TrainerBase):
                 {"memgan": lambda lq, i, hq: self.model(lq)},
                 self.work / f"val_{self.step:06d}.jpg",
                 limit,
+                self.device,
             )
 
     def export(self, validation: dict | None = None) -> str:
