@@ -3,14 +3,17 @@
 ``facerestore INPUT...`` is the restore command (``restore`` may be omitted); the other commands are
 ``build-dict``, ``people``, ``cache``, ``weights``, ``doctor`` and ``train``. Progress, tables and
 messages go to stderr; stdout carries only ``--json`` output, so scripts can parse it. Exit codes: 0
-all done, 1 some files failed, 2 usage or set-up error, 130 interrupted.
+all done, 1 some files failed, 2 usage or set-up error, 128 + the signal when interrupted (130 Ctrl-C,
+143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -81,8 +84,20 @@ def _engine(options, quiet: bool = False):
         return FaceRestorer(options, on_message=(lambda m: None) if quiet else err.print)
     except (ValueError, DeviceError, WeightsError, DictionaryError, DetectorUnavailable, EmbedderUnavailable) as exc:
         _fail_setup(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT)) from None
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is: finished photos are complete, nothing partial is left."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -588,5 +603,9 @@ def main(argv: list[str] | None = None) -> None:
     # activations, and with 4 kB pages each forward page-faults ~100k times (measured: ~5k with THP).
     # It must be set before torch is imported, which the commands do lazily.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    # a service manager's stop (SIGTERM) or a closed terminal (SIGHUP) must not leave less than Ctrl-C does
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread, or no such signal here
+            signal.signal(sig, _interrupt)
     args = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     app(args=args, prog_name="facerestore")

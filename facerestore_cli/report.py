@@ -75,7 +75,8 @@ class ImageReport:
 
 @dataclass
 class Summary:
-    """Totals of a run and the exit code they imply (0 all done, 1 some failed, 130 interrupted)."""
+    """Totals of a run and the exit code they imply (0 all done, 1 some failed, 128 + the signal when
+    interrupted: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
 
     images: int = 0
     restored: int = 0
@@ -87,6 +88,8 @@ class Summary:
     faces_restored: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    #: the signal that interrupted the run (SIGINT 2, SIGHUP 1, SIGTERM 15): the exit code is 128 + it
+    signal: int = 2
     timings: dict[str, float] = field(default_factory=dict)
     failures: list[dict[str, str | None]] = field(default_factory=list)
     #: Which model and weights file (with its sha256) did the work, so a result can be traced later.
@@ -114,7 +117,7 @@ class Summary:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130
+            return 128 + self.signal
         return 1 if self.failed else 0
 
     def to_json(self) -> dict[str, Any]:

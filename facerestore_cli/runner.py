@@ -10,6 +10,7 @@ failure is recorded with a reason and the run goes on.
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -288,8 +289,9 @@ class AlbumRunner:
                     r = inflight[0].result()
                     inflight.popleft()
                     finish(r)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             summary.interrupted = True
+            summary.signal = getattr(exc, "signum", signal.SIGINT)
         finally:
             for f in loads.values():
                 f.cancel()
@@ -298,8 +300,9 @@ class AlbumRunner:
                 try:
                     drain(block=True)
                     break
-                except KeyboardInterrupt:  # at most two writes are pending: wait for them, once more
+                except KeyboardInterrupt as exc:  # at most two writes are pending: wait for them, once more
                     summary.interrupted = True
+                    summary.signal = getattr(exc, "signum", summary.signal)
             writer.shutdown(wait=True)
         summary.seconds = time.perf_counter() - started
         if self.review is not None:

@@ -399,7 +399,9 @@ def test_no_photos_found_exits_2(tmp_path):
     assert not list((tmp_path / "empty").glob("*_restored*"))
 
 
-def test_ctrl_c_exits_130_and_leaves_nothing_partial(tmp_path, astronaut_rgb):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_ctrl_c_exits_130_and_leaves_nothing_partial(tmp_path, astronaut_rgb, sig, code):
+    """Ctrl-C, a service manager's stop and a closed terminal: 128 + the signal, nothing partial."""
     big = cv2.resize(astronaut_rgb, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
     for i in range(10):
         save(tmp_path / "in" / f"p{i}.jpg", big, quality=90)
@@ -415,9 +417,9 @@ def test_ctrl_c_exits_130_and_leaves_nothing_partial(tmp_path, astronaut_rgb):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the album finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == code, err.decode()
     assert "interrupted" in err.decode()
     assert no_temporaries(tmp_path)
     written = sorted(p.name for p in out.iterdir())
