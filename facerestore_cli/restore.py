@@ -136,11 +136,9 @@ class TorchRestorer(Restorer):
 
     def to_tensor(self, faces: np.ndarray):
         """uint8 RGB -> (N, 3, H, W) in [-1, 1], exactly as the official DMDNet test code does."""
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2)
-        x = (x.to(torch.float64) / 255.0).to(torch.float32)
-        x = (x - 0.5) / 0.5
-        return x.to(device=self.runtime.device, dtype=self.runtime.dtype)
+        from facerestore_cli.models.tensors import faces_to_tensor
+
+        return faces_to_tensor(faces).to(device=self.runtime.device, dtype=self.runtime.dtype)
 
     def from_tensor(self, out) -> np.ndarray:
         """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) in [0, 1].

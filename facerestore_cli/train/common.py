@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from facerestore_cli.models.tensors import faces_to_tensor
 from facerestore_cli.train.losses import ssim
 
 
@@ -87,10 +88,8 @@ class TrainOptions:
 
 
 def to_tensor(images: list[np.ndarray] | np.ndarray, device: torch.device | str = "cpu") -> Tensor:
-    """uint8 RGB HxWx3 images -> (N, 3, H, W) float32 in [-1, 1] (the official preprocessing)."""
-    x = torch.from_numpy(np.ascontiguousarray(np.stack(list(images)))).permute(0, 3, 1, 2)
-    x = (x.to(torch.float64) / 255.0).to(torch.float32)
-    return ((x - 0.5) / 0.5).to(device).contiguous(memory_format=torch.channels_last)
+    """uint8 RGB HxWx3 images -> (N, 3, H, W) float32 in [-1, 1] (as restoring does), channels-last."""
+    return faces_to_tensor(np.stack(list(images))).to(device).contiguous(memory_format=torch.channels_last)
 
 
 def to_uint8(x: Tensor) -> np.ndarray:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from facerestore_cli.face.landmarks import LandmarkPredictor
+from facerestore_cli.imagefile import atomic_write
 from facerestore_cli.train.degrade import (
     SPECS,
     DegradationParams,
@@ -69,9 +70,8 @@ def landmark_cache(
     predictor = predictor or LandmarkPredictor()
     marks = np.stack([predictor.predict(read_rgb(f)) for f in files]).astype(np.float32)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp.npz")
-    np.savez(tmp, digest=digest, landmarks=marks)
-    tmp.replace(cache_file)
+    with atomic_write(cache_file) as tmp, open(tmp, "wb") as f:  # the project's one atomic writer
+        np.savez(f, digest=digest, landmarks=marks)
     return marks
 
 

@@ -151,6 +151,9 @@ def _stack_specific(flat: dict[str, Tensor], batch: int, refs: int) -> dict[str,
 
 
 class DMDNetTrainer(common.TrainerBase):
+    """DMDNet's four training stages (dictionary from the extractor, forward update, backward update,
+    frozen buffers) on the shared loop; references are other views of each face (see ``data``)."""
+
     method = "dmdnet"
     main_restorer = "generic"
     default_adv_from = 0.02

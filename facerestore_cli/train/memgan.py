@@ -63,6 +63,9 @@ class MemGANTrainOptions(common.TrainOptions):
 
 
 class MemGANTrainer(common.TrainerBase):
+    """MemGAN on the shared loop: the StyleGAN2 logistic loss with lazy R1, the memory banks updated
+    by their EMA inside the forward pass (eq. 5)."""
+
     method = "memgan"
     main_restorer = "memgan"
     default_adv_from = 0.1
