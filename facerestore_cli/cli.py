@@ -1,8 +1,10 @@
 """The ``facerestore`` command line: thin Typer commands over the library.
 
 ``facerestore INPUT...`` is the restore command (``restore`` may be omitted); the other commands are
-``build-dict``, ``people``, ``cache``, ``weights``, ``doctor`` and ``train``. Progress, tables and
-messages go to stderr; stdout carries only ``--json`` output, so scripts can parse it. Exit codes: 0
+``build-dict``, ``people``, ``cache``, ``weights``, ``doctor`` and ``train``. Data (the tables of
+``people``, ``cache list``, ``weights list``/``verify``, ``doctor``, ``build-dict``, and ``--json``) goes
+to stdout, never cut to 80 columns in a pipe; progress and messages go to stderr, and a restore's
+summary table only to a terminal. Exit codes: 0
 all done, 1 some files failed, 2 usage or set-up error, 128 + the signal when interrupted (130 Ctrl-C,
 143 SIGTERM, 129 SIGHUP).
 """
@@ -50,6 +52,9 @@ app.add_typer(cli_train.app, name="train")
 
 # soft_wrap: messages carry file paths; in a log or a pipe (80 columns) they must stay on one line
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+#: Data (tables of people, weights, caches, doctor) goes to stdout, so ``> file`` and ``| grep`` see it;
+#: a pipe gets wide tables, never cut at 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
 
 COMMANDS = {"restore", "build-dict", "people", "cache", "weights", "doctor", "train"}
 #: --method choices: every registered model (models/registry.py), then ``none``.
@@ -213,8 +218,10 @@ def restore_command(
     finally:
         if writer:
             writer.close()
-    if not quiet:
+    if not quiet and err.is_terminal:  # a script's log gets the failures (printed as they happen), not a table
         _print_summary(summary)
+    elif not quiet and summary.interrupted:
+        err.print("interrupted: finished files are complete, nothing partial was written")
     if json_out:
         typer.echo(json.dumps(summary.to_json()))
     raise typer.Exit(summary.exit_code)
@@ -373,14 +380,14 @@ def build_dict_command(
 
 def _print_compiled(compiled) -> None:
     state = "[green]cached, unchanged[/]" if compiled.from_cache else "[green]compiled[/]"
-    err.print(
+    out.print(
         f"[bold]{escape(compiled.name)}[/]: {state}, {compiled.used} of {len(compiled.references)} photos used, "
         f"embedder {escape(str(compiled.embedder))}, {compiled.seconds:.2f} s → {escape(str(compiled.path))}"
     )
     for r in compiled.references:
         mark = "[green]✓[/]" if r.used else "[red]✗[/]"
         why = "" if r.used else f"  [dim]{escape(r.reason or '')}[/]"
-        err.print(f"  {mark} {escape(Path(r.path).name)}{why}")
+        out.print(f"  {mark} {escape(Path(r.path).name)}{why}")
 
 
 @app.command("people", no_args_is_help=True)
@@ -424,7 +431,7 @@ def people_command(
     for r in rows:
         state = f"[green]cached[/] ({r['used']} used)" if r["cached"] else "[yellow]not compiled[/] (build-dict)"
         table.add_row(escape(r["person"]), str(r["photos"]), state)
-    err.print(table)
+    out.print(table)
 
 
 @cache_app.command("list")
@@ -443,7 +450,7 @@ def cache_list(json_out: bool = typer.Option(False, "--json")) -> None:
             escape(str(e["person"])), str(e["references"]), f"{e['bytes'] / 1e6:.1f} MB", str(e["created"]),
             escape(str(e["folder"])),
         )  # fmt: skip
-    err.print(table)
+    out.print(table)
 
 
 @cache_app.command("clear")
@@ -473,8 +480,8 @@ def weights_list(json_out: bool = typer.Option(False, "--json")) -> None:
     table = Table("method", "origin", "file", title="weights (first match per method wins)")
     for w in found:
         table.add_row(str(w.method), w.origin, escape(str(w.path)))
-    err.print(table)
-    err.print("searched: " + "; ".join(escape(p.description) for p in search_places()))
+    out.print(table)
+    out.print("searched: " + "; ".join(escape(p.description) for p in search_places()))
 
 
 @weights_app.command("fetch")
@@ -549,7 +556,7 @@ def weights_verify(
         for r in results:
             status = "[green]ok[/]" if r.status == "ok" else ("[yellow]unlisted[/]" if r.ok else f"[red]{r.status}[/]")
             table.add_row(status, r.in_use_for or "", r.origin, escape(str(r.path)))
-        err.print(table)
+        out.print(table)
         for r in results:
             if r.detail:
                 err.print(f"[red]✗[/] {escape(r.detail)}")
@@ -573,7 +580,7 @@ def doctor_command(json_out: bool = typer.Option(False, "--json")) -> None:
         table = Table(title=section, show_header=False, box=None, title_justify="left")
         for key, value in rows.items():
             table.add_row(escape(str(key)), escape(str(value)))
-        err.print(table)
+        out.print(table)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -258,15 +258,15 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_build_dict_cli_cache_list_and_clear(capsys, tiny_weights, eileen, cache_dir):
-    code, _, err = run_cli(
+    code, out, err = run_cli(
         capsys, "build-dict", eileen, "--weights", tiny_weights, "--threads", "1", "--embedder", "dlib"
     )
     assert code == 0, err
     entries = DictionaryCache().entries()
     assert len(entries) == 1
-    assert "eileen: compiled, 2 of 2 photos used" in err
-    assert entries[0]["path"] in err.replace(" ", "")  # where it was cached
-    assert "✓ a.png" in err and "✓ b.jpg" in err
+    assert "eileen: compiled, 2 of 2 photos used" in out  # data on stdout, for > file and | grep
+    assert entries[0]["path"] in out.replace(" ", "")  # where it was cached
+    assert "✓ a.png" in out and "✓ b.jpg" in out
 
     code, out, err = run_cli(
         capsys, "build-dict", eileen, "--weights", tiny_weights, "--threads", "1", "--json", "--embedder", "dlib"
@@ -280,8 +280,8 @@ def test_build_dict_cli_cache_list_and_clear(capsys, tiny_weights, eileen, cache
     (listed,) = json.loads(out)
     assert listed["person"] == "eileen" and listed["references"] == 2
     assert listed["folder"] == str(eileen.resolve())
-    code, _, err = run_cli(capsys, "cache", "list")
-    assert "eileen" in err and str(cache_dir) in err.replace(" ", "")
+    code, out, _ = run_cli(capsys, "cache", "list")
+    assert "eileen" in out and str(cache_dir) in out.replace(" ", "")
 
     code, _, err = run_cli(capsys, "cache", "clear")
     assert code == 0 and "removed 1 cached dictionary" in err

@@ -514,5 +514,5 @@ def test_people_command_looks_up_the_dictionaries_of_its_embedder(capsys, home, 
         assert code == 0, err
         (row,) = json.loads(out)
         assert row["cached"] is cached, embedder
-    code, _, err = run_cli(capsys, "people", people, "--weights", tiny_weights)
-    assert "embedder: dlib" in err
+    code, out, _ = run_cli(capsys, "people", people, "--weights", tiny_weights)
+    assert "embedder: dlib" in out

@@ -197,7 +197,7 @@ def test_album_photo_with_two_known_people_and_a_stranger(tmp_path):
     }
     table = facerestore("people", people, "--weights", weights, "--embedder", "dlib", env=env)
     assert table.returncode == 0
-    assert "ann" in table.stderr and "ben" in table.stderr and "cached (1 used)" in table.stderr
+    assert "ann" in table.stdout and "ben" in table.stdout and "cached (1 used)" in table.stdout
     # a new person is shown as not compiled yet
     (people / "cat").mkdir()
     shutil.copy(pairs / STRANGER / "neutral.jpg", people / "cat" / "cat.jpg")

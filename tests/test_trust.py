@@ -183,3 +183,22 @@ def test_review_page_of_an_album_run_shows_photos_faces_and_failures(tmp_path, a
     assert compare.shape[1] > 2 * 512  # before | divider | after
     refused = invoke(album, "-m", "none", "-o", tmp_path / "o2", "--review", album / "a.jpg")
     assert refused.exit_code == 2 and "one of the photos to restore" in refused.output
+
+
+# -- 10. data on stdout, messages on stderr ----------------------------------------------------------------
+
+
+def test_tables_go_to_stdout_uncut_and_the_summary_only_to_a_terminal(tmp_path, album):
+    from test_cli import facerestore
+
+    home = tmp_path / ("a-rather-long-folder-name-" * 4) / "home"
+    doctor = facerestore("doctor", home=home)
+    assert doctor.returncode == 0
+    text = doctor.stdout.decode()
+    assert "versions" in text and "facerestore" in text and not doctor.stderr.strip()
+    assert max(len(line) for line in text.splitlines()) > 80, "a pipe gets the whole table, not 80 columns"
+    listed = facerestore("weights", "list", home=home)
+    assert "dmdnet-compact.safetensors" in listed.stdout.decode()
+    run = facerestore(album, "-m", "none", "-o", tmp_path / "out", "--threads", "1", home=home)
+    assert run.returncode == 0 and run.stdout == b""
+    assert b"faces restored / found" not in run.stderr  # no table in a script's log
