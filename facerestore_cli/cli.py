@@ -333,7 +333,7 @@ def build_dict_command(
     """Compile reference photos into cached DMDNet dictionaries (one per person)."""
     from facerestore_cli import RestoreOptions
     from facerestore_cli.face import EmbedderUnavailable
-    from facerestore_cli.references import DictionaryError, person_folders, reference_files
+    from facerestore_cli.references import DictionaryCache, DictionaryError, person_folders, reference_files
 
     engine = _engine(
         RestoreOptions.from_flat(
@@ -349,11 +349,24 @@ def build_dict_command(
         _ = engine.embedder  # an embedder that cannot run here is a set-up error, not every person's
     except EmbedderUnavailable as exc:
         _fail_setup(str(exc))
+    try:
+        DictionaryCache().check_writable()
+    except DictionaryError as exc:
+        _fail_setup(str(exc))
     targets: list[Path] = []
     for folder in folders:
         if not folder.is_dir():
             _fail_setup(f"{folder} is not a folder")
-        targets.extend([folder] if reference_files(folder) else person_folders(folder))
+        if reference_files(folder):
+            targets.append(folder)
+            continue
+        try:
+            targets.extend(person_folders(folder))
+        except DictionaryError:
+            _fail_setup(
+                f"{folder}: no reference photos in it, and no person folders either (a person's folder holds "
+                f"their photos; a people folder holds one folder per person, e.g. {folder / 'alice'})"
+            )
     results, failed = [], 0
     for folder in targets:
         try:

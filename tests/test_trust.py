@@ -202,3 +202,22 @@ def test_tables_go_to_stdout_uncut_and_the_summary_only_to_a_terminal(tmp_path, 
     run = facerestore(album, "-m", "none", "-o", tmp_path / "out", "--threads", "1", home=home)
     assert run.returncode == 0 and run.stdout == b""
     assert b"faces restored / found" not in run.stderr  # no table in a script's log
+
+
+# -- 6. set-up mistakes are messages, not tracebacks ------------------------------------------------------
+
+
+def test_build_dict_of_an_empty_folder_or_with_an_unwritable_cache_is_a_setup_message(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("build-dict", empty, "--embedder", "dlib")
+    assert result.exit_code == 2 and "no reference photos in it" in result.output
+    assert "--people" not in result.output and "Traceback" not in result.output
+    a_file = tmp_path / "cache-is-a-file"
+    a_file.write_text("x")
+    monkeypatch.setenv("FACERESTORE_CACHE", str(a_file))
+    refs = tmp_path / "refs"
+    save(refs / "a.jpg", np.zeros((64, 64, 3), np.uint8))
+    result = invoke("build-dict", refs, "--embedder", "dlib")
+    assert result.exit_code == 2 and "cannot write the dictionary cache" in result.output
+    assert "FACERESTORE_CACHE" in result.output

@@ -152,11 +152,25 @@ class DictionaryCache:
             return None
         return meta
 
+    def check_writable(self) -> None:
+        """Raise ``DictionaryError`` now when entries could not be saved (a read-only cache, or a cache
+        path that is a file), rather than after the references were prepared and encoded."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise DictionaryError(
+                f"cannot write the dictionary cache {self.root}: {exc.strerror or exc}; "
+                "set FACERESTORE_CACHE to a writable folder"
+            ) from None
+
     def save(self, key: str, tensors: dict[str, Any], metadata: dict[str, str]) -> Path:
         """Write an entry atomically, with its key and the digest of its tensors in the metadata."""
         from safetensors.torch import save_file
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.check_writable()
         path = self.path_for(key)
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         metadata = {**metadata, "key": key, "tensors_sha256": tensors_digest(tensors)}
