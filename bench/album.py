@@ -1,13 +1,17 @@
 """Album throughput and where the time goes, stage by stage.
 
     python bench/album.py [--folder DIR] [--threads N] [--method none] [--runs 2] [--detect-size 1600]
+                          [--backend torch --backend onnxruntime]
 
 Runs the album pipeline in-process (the same ``Pipeline.run`` the CLI uses) over every photo of a
 folder. The first pass warms up (model loading, ONNX session, allocator, page cache) and is reported as
 the baseline; the next passes are the measured ones. Outputs go to a temporary folder that is removed
 afterwards. Prints images/minute, faces/second and the time split by stage (totals and per-image
 means), with the thread count and the load average, since on a shared machine the load changes what
-the numbers mean.
+the numbers mean. With several ``--backend`` values the backends run one after the other in this
+process, and a last table compares them: images/minute and the share of the measured wall time spent
+outside the model (everything but the ``restore`` stage: decoding, detection, alignment, routing,
+pasting, encoding, and the waits between them).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--upscale", type=int, default=1)
     p.add_argument("--recursive", "-r", action="store_true")
     p.add_argument("--per-image", action="store_true", help="also print one line per image")
+    p.add_argument("--backend", action="append", help="torch, onnxruntime or auto (repeat to compare)")
     return p.parse_args()
 
 
@@ -61,15 +66,28 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def main() -> int:
     args = _parse()
     from facerestore_cli.album import discover_inputs
-    from facerestore_cli.pipeline import STAGES, Pipeline, RestoreOptions
 
     found = discover_inputs([str(args.folder)], recursive=args.recursive)
     if not found.items:
         print(f"no photos in {args.folder}", file=sys.stderr)
         return 2
+    results = []
+    for backend in args.backend or ["auto"]:
+        results.append(_bench(args, found, backend))
+    if len(results) > 1:
+        print("\nbackends, measured passes:")
+        rows = [[b, f"{ipm:.1f}", f"{100 * outside:.1f}%"] for b, ipm, outside in results]
+        print(_table(rows, ["backend", "images/min", "outside the model"]))
+    return 0
+
+
+def _bench(args: argparse.Namespace, found, backend: str) -> tuple[str, float, float]:
+    """One backend's passes and tables; returns (backend, images/min, share of wall time outside the model)."""
+    from facerestore_cli.pipeline import STAGES, Pipeline, RestoreOptions
+
     options = RestoreOptions(
         method=args.method, weights=args.weights, device="cpu", threads=args.threads,
-        detect_max_side=args.detect_size, upscale=args.upscale,
+        detect_max_side=args.detect_size, upscale=args.upscale, backend=backend,
     )  # fmt: skip
     t = time.perf_counter()
     pipeline = Pipeline(options)
@@ -85,7 +103,8 @@ def main() -> int:
 
     n = len(found.items)
     print(
-        f"album {args.folder} ({n} photos), method {args.method}, threads {args.threads}, "
+        f"album {args.folder} ({n} photos), method {args.method}, backend {pipeline.runtime.backend}, "
+        f"threads {args.threads}, "
         f"torch threads {_torch_threads()}, cpus {os.cpu_count()}, setup {setup:.2f} s"
     )
     header = ["pass", "wall s", "images/min", "faces/s", "faces", "failed", "load avg"]
@@ -138,16 +157,15 @@ def main() -> int:
                 + [f"{r.seconds:.3f}"]
             )
         print(_table(rows, header))
-    return 0
+    wall = sum(s.seconds for s, *_ in measured)
+    images = sum(s.images for s, *_ in measured)
+    return pipeline.runtime.backend, 60 * images / wall, max(0.0, 1 - totals["restore"] / wall)
 
 
 def _torch_threads() -> str:
-    try:
-        import torch
-
-        return str(torch.get_num_threads())
-    except Exception:  # pragma: no cover - torch is a dependency, but the bench should still print
-        return "?"
+    """torch's thread count, without importing torch for it (the onnxruntime path never loads it)."""
+    torch = sys.modules.get("torch")
+    return str(torch.get_num_threads()) if torch is not None else "-"
 
 
 if __name__ == "__main__":

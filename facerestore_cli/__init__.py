@@ -24,6 +24,10 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "restore_file": "facerestore_cli.runner",
     "AlbumRunner": "facerestore_cli.runner",
+    "RayAlbumRunner": "facerestore_cli.cluster",
+    "ClusterSummary": "facerestore_cli.cluster",
+    "ClusterError": "facerestore_cli.cluster",
+    "ClusterOptions": "facerestore_cli.options",
     "FaceRestorer": "facerestore_cli.engine",
     "PhotoResult": "facerestore_cli.engine",
     "RestoreOptions": "facerestore_cli.options",
@@ -47,6 +51,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "METHODS",
     "AlbumRunner",
+    "ClusterError",
+    "ClusterOptions",
+    "ClusterSummary",
     "DetectOptions",
     "FaceReport",
     "FaceRestorer",
@@ -57,6 +64,7 @@ __all__ = [
     "PasteOptions",
     "Photo",
     "PhotoResult",
+    "RayAlbumRunner",
     "ReferenceOptions",
     "RestoreOptions",
     "RuntimeOptions",
@@ -69,9 +77,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from facerestore_cli.cluster import ClusterError, ClusterSummary, RayAlbumRunner
     from facerestore_cli.engine import FaceRestorer, PhotoResult
     from facerestore_cli.imagefile import ImageFileError, Photo, load_photo, save_photo
     from facerestore_cli.options import (
+        ClusterOptions,
         DetectOptions,
         InputOptions,
         OutputOptions,

@@ -10,15 +10,29 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facerestore_cli.imagefile import SUPPORTED_SUFFIXES
 
-__all__ = ["InputItem", "InputProblem", "Inputs", "OutputError", "OutputPlan", "check_side_file", "discover_inputs"]
+__all__ = [
+    "InputItem",
+    "InputProblem",
+    "Inputs",
+    "OutputError",
+    "OutputPlan",
+    "check_output_folder",
+    "check_side_file",
+    "discover_inputs",
+    "names_an_album",
+]
 
 
 GLOB_CHARS = frozenset("*?[")
+#: Photo suffixes this installation cannot read without an optional package (HEIC/HEIF: pillow-heif).
+OPTIONAL_SUFFIXES = frozenset({".heic", ".heif"}) - SUPPORTED_SUFFIXES
+HEIF_HINT = 'install HEIF support with: pip install "facerestore-cli[heif]"'
 
 
 @dataclass(frozen=True)
@@ -35,11 +49,21 @@ class InputItem:
 
 @dataclass(frozen=True)
 class InputProblem:
-    """An input that could not be listed (missing, unreadable folder, glob without matches)."""
+    """An input that could not be listed (missing, unreadable folder, glob without matches), or a photo
+    found but left out (``status`` ``skipped``: a HEIC photo without pillow-heif)."""
 
     spec: str
     reason: str
     message: str
+    #: the report status it gets: ``failed``, or ``skipped`` (not done either: the exit code is 1)
+    status: str = "failed"
+
+
+def _needs_package(path: Path) -> InputProblem:
+    """A photo of a format an optional package reads: listed as skipped, with what to install."""
+    return InputProblem(
+        str(path), "needs-pillow-heif", f"{path}: HEIC/HEIF photos need the pillow-heif package; {HEIF_HINT}", "skipped"
+    )
 
 
 @dataclass
@@ -80,6 +104,8 @@ def _walk(root: Path, recursive: bool, exclude: Path | None, problems: list[Inpu
                         stack.append(path)
                 elif entry.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES:
                     found.append(path)
+                elif entry.is_file() and path.suffix.lower() in OPTIONAL_SUFFIXES:
+                    problems.append(_needs_package(path))  # never silently left out
             except OSError as exc:
                 problems.append(InputProblem(str(path), "unreadable", f"cannot read {path}: {exc.strerror or exc}"))
     return sorted(found)
@@ -142,11 +168,15 @@ def discover_inputs(specs: list[str], *, recursive: bool = False, exclude: Path 
             # shortest path first, so a file reached again through a symlink keeps its plain name
             matches = sorted((Path(m) for m in glob.glob(spec, recursive=recursive)), key=lambda m: (len(m.parts), m))
             shortest: dict[Path, Path] = {}
+            unreadable: dict[Path, Path] = {}
             for m in matches:
                 if m.is_file() and m.suffix.lower() in SUPPORTED_SUFFIXES:
                     shortest.setdefault(m.resolve(), m)
+                elif m.is_file() and m.suffix.lower() in OPTIONAL_SUFFIXES:
+                    unreadable.setdefault(m.resolve(), m)
             files = sorted(m for m in shortest.values() if not (skip is not None and _same_or_inside(m, skip)))
-            if not files:
+            out.problems.extend(_needs_package(m) for m in sorted(unreadable.values()))
+            if not files and not unreadable:
                 out.problems.append(InputProblem(spec, "no-match", f"no photos match {spec}"))
             for f in files:
                 add(f, _relative(f, root))
@@ -194,6 +224,57 @@ def check_side_file(path: Path, items: list[InputItem], option: str) -> None:
         raise ValueError(f"{option} {path}: that is one of the photos to restore; give the {option} file a name")
     if path.exists() and _looks_like_image(path):
         raise ValueError(f"{option} {path}: refusing to overwrite an image file (did you forget the file name?)")
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse an ``-o`` folder that cannot be written, before any photo is restored.
+
+    Without this check a typo or a read-only mount is found only when the first result is saved, after
+    the models loaded and the first photo was restored, and then once per photo. The folder itself is
+    not created here (a refused run leaves nothing behind): the nearest existing folder on its path is
+    probed with a real temporary file, which also catches read-only mounts that permission bits miss.
+    Raises ``ValueError`` (a usage error, exit 2).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"-o {folder}: is a file, not a folder")
+    probe_in = folder
+    while not probe_in.exists():
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise ValueError(f"-o {folder}: {probe_in} is a file, so the folder cannot be created")
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".facerestore-write-test-", dir=probe_in)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if probe_in == folder:
+            raise ValueError(f"-o {folder}: cannot write into it ({why})") from None
+        raise ValueError(f"-o {folder}: cannot create it (cannot write into {probe_in}: {why})") from None
+
+
+def names_an_album(word: str, rest: list[str], own: set[str], subcommands: Collection[str] | None) -> bool | None:
+    """Whether ``facerestore WORD REST...`` names the album folder ``./WORD`` rather than the command WORD.
+
+    It does (True) when that folder exists and nothing after it belongs to the command (``own``: its
+    option names; ``subcommands``: a group's): no words at all, a group's first word that is not one of
+    its subcommands (``facerestore train -r -o out``), or only options the command does not have
+    (``facerestore people -o out``); ``facerestore people ./people/`` stays the command (False). None:
+    the command, although what follows is not its own (the caller says to write ``./WORD``).
+    """
+    words = [w.split("=", 1)[0] for w in rest if w.startswith("-")]
+    if subcommands is not None:
+        foreign = bool(rest) and rest[0] not in subcommands and rest[0] not in own
+    else:
+        foreign = bool(words) and not any(w in own for w in words)
+    if not Path(word).is_dir():
+        return None if foreign else False
+    return not rest or foreign
 
 
 def _relative(path: Path, root: Path) -> Path:

@@ -20,11 +20,17 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from facerestore_cli import __version__, cli_train
+from facerestore_cli import __version__, cli_refs, cli_train, cli_weights
+from facerestore_cli.cli_common import (
+    ALLOW_GROUPS_HELP,
+    EMBEDDER_HELP,
+    engine_for,
+    err,
+    fail_setup,
+)
 from facerestore_cli.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DETECT_MAX_SIDE,
@@ -37,11 +43,30 @@ from facerestore_cli.defaults import (
 )
 from facerestore_cli.models import methods as registered_methods
 
+
+def _plain_help_types() -> None:
+    """No type labels (``<list[str]>``, ``<bool>``) in help: at 80 columns they take the help text's room and
+    say less than a metavar (``DIR``, ``N``). Typer 0.2x has no setting for it, so its display hooks go."""
+    from typer import core
+
+    def option_type(self, ctx) -> str | None:  # a flag: nothing; else its metavar, or its type's name: PATH
+        label = None if self.is_flag or self.count else self.metavar or self.display_type(ctx).strip("<>")
+        return label if label is None or "|" in label else {"str": "TEXT"}.get(label, label).upper()
+
+    core.TyperOption.display_type_rich = option_type
+    core.TyperArgument.display_type_rich = lambda self, ctx: None
+
+
+_plain_help_types()
+
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     no_args_is_help=True,
     rich_markup_mode="rich",
-    help="Restore the faces in photos and whole albums with DMDNet or MemGAN; nothing else in the photo changes.",
+    help="Restore the faces in photos and whole albums with DMDNet or MemGAN; nothing else in the photo changes."
+    "\n\n[bold]facerestore PHOTO... [OPTIONS][/] is [bold]facerestore restore PHOTO... [OPTIONS][/]: "
+    "e.g. facerestore photo.jpg, or facerestore ./album/ -r -o ./restored/ (see facerestore restore --help). "
+    "An album folder named like a command: facerestore ./cache",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 weights_app = typer.Typer(help="List, fetch, import and verify model weights.", no_args_is_help=True)
@@ -50,47 +75,29 @@ app.add_typer(weights_app, name="weights")
 app.add_typer(cache_app, name="cache")
 app.add_typer(cli_train.app, name="train")
 
-# soft_wrap: messages carry file paths; in a log or a pipe (80 columns) they must stay on one line
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-#: Data (tables of people, weights, caches, doctor) goes to stdout, so ``> file`` and ``| grep`` see it;
-#: a pipe gets wide tables, never cut at 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
 
 COMMANDS = {"restore", "build-dict", "people", "cache", "weights", "doctor", "train"}
 #: --method choices: every registered model (models/registry.py), then ``none``.
 METHOD_CHOICES = (*registered_methods(), "none")
 Method = enum.Enum("Method", {name: name for name in METHOD_CHOICES}, type=str)
-#: The methods that read references (build-dict, people): the first is the default.
-REFERENCE_METHODS = tuple(name for name, spec in registered_methods().items() if spec.uses_references)
 METHOD_HELP = "; ".join(
     [*(f"{name}: {spec.summary.split(': ', 1)[-1]}" for name, spec in registered_methods().items()),
      "none: detect, align and paste only"]
 )  # fmt: skip
-EMBEDDER_HELP = (
-    "Face embeddings that match faces to --refs/--people: auto (insightface when its model pack is on disk, "
-    "else dlib), dlib, or insightface[:pack]."
+QUALITY_HELP = (
+    "Re-encode lossy outputs at this quality. Default: a JPEG keeps its own blocks away from the faces (and its own "
+    f"quality where it must be re-encoded); other lossy outputs {DEFAULT_JPEG_QUALITY}."
 )
+STRENGTH_HELP = (
+    "How much of each restored face to use: auto (measure each face and restore only what it needs; a clean face "
+    "is left exactly as it was), or 0..1 for every face."
+)
+THRESHOLD_HELP = "Max face-to-person distance to count as a match \\[default: the embedder's, dlib 0.55]."
+MARGIN_HELP = "How much closer the chosen person must be than the next, else generic \\[default: the embedder's]."
 
 
-def _fail_setup(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(2)
 
 
-def _engine(options, quiet: bool = False):
-    """The :class:`FaceRestorer` for ``options``; any set-up problem is a message and exit 2."""
-    from facerestore_cli import FaceRestorer
-    from facerestore_cli.device import DeviceError
-    from facerestore_cli.face import DetectorUnavailable, EmbedderUnavailable
-    from facerestore_cli.references import DictionaryError
-    from facerestore_cli.weights import WeightsError
-
-    try:
-        return FaceRestorer(options, on_message=(lambda m: None) if quiet else err.print)
-    except (ValueError, DeviceError, WeightsError, DictionaryError, DetectorUnavailable, EmbedderUnavailable) as exc:
-        _fail_setup(str(exc))
-    except KeyboardInterrupt as exc:
-        raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT)) from None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -109,88 +116,123 @@ def _interrupt(signum: int, _frame: object) -> None:
 # restore
 
 
-@app.command("restore", no_args_is_help=True)
+#: The restore command's help panels (``rich_help_panel``), in the order --help shows them.
+INPUT, OUTPUT, FACES, REFERENCES, SPEED = "Input", "Output", "Faces", "References", "Speed"
+
+
+@app.command("restore")
 def restore_command(
-    inputs: list[str] = typer.Argument(..., help="Photos, folders or glob patterns.", show_default=False),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Folder for the results; mirrors the input tree and keeps names and formats."
-    ),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
-    method: Method = typer.Option(DEFAULT_METHOD, "--method", "-m", help=METHOD_HELP),
-    weights: Path | None = typer.Option(None, help="Weights file (default: the lookup order of `weights list`)."),
-    refs: Path | None = typer.Option(None, help="Folder of good photos of the person (DMDNet); compiled once, cached."),
-    force_refs: bool = typer.Option(False, help="Use --refs for every face without checking who it is."),
-    people: Path | None = typer.Option(None, help="Folder of person folders: each face gets its own person's refs."),
-    embedder: str = typer.Option(DEFAULT_EMBEDDER, help=EMBEDDER_HELP),
-    people_threshold: float | None = typer.Option(
-        None, help="Max face-to-person distance to count as a match \\[default: the embedder's, dlib 0.55]."
-    ),
-    people_margin: float | None = typer.Option(
-        None, help="How much closer the chosen person must be than the next, else generic \\[default: the embedder's]."
-    ),
-    suffix: str | None = typer.Option(None, help="Text added to output names \\[default: _restored next to inputs]."),
-    ext: str | None = typer.Option(None, help="Output format by extension, e.g. png (default: keep the input's)."),
-    in_place: bool = typer.Option(False, "--in-place", help="Replace the input files (atomically)."),
-    skip_existing: bool = typer.Option(False, help="Skip inputs whose output exists: resumes an interrupted album."),
-    quality: int | None = typer.Option(
-        None,
-        min=1,
-        max=100,
-        help="Re-encode lossy outputs at this quality. Default: a JPEG keeps its own blocks away from the faces "
-        f"(and its own quality where it must be re-encoded); other lossy outputs {DEFAULT_JPEG_QUALITY}.",
-    ),
-    aligned: bool = typer.Option(False, help="Inputs are already aligned 512x512 face crops."),
-    faces: str = typer.Option("all", help="Which faces: all, largest or center."),
-    min_face: int = typer.Option(DEFAULT_MIN_FACE, min=0, help="Skip faces smaller than this many pixels."),
-    strength: str = typer.Option(
-        "auto",
-        help="How much of each restored face to use: auto (measure each face and restore only what it needs; "
-        "a clean face is left exactly as it was), or 0..1 for every face.",
-    ),
+    inputs: list[str] | None = typer.Argument(None, metavar="PHOTO", help="Photos, folders or glob patterns."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders.", rich_help_panel=INPUT),
+    aligned: bool = typer.Option(False, "--aligned", help="Inputs are 512x512 face crops.", rich_help_panel=INPUT),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, metavar="N", rich_help_panel=INPUT,
+                                   help="Refuse photos (and --upscale results) larger than this (bombs)."),
+    output: Path | None = typer.Option(None, "--output", "-o", metavar="DIR", rich_help_panel=OUTPUT,
+                                       help="Folder for the results; mirrors the input tree, keeps names and formats."),
+    suffix: str | None = typer.Option(None, metavar="TEXT", rich_help_panel=OUTPUT,
+                                      help="Text added to output names \\[default: _restored next to inputs]."),
+    ext: str | None = typer.Option(None, metavar="EXT", rich_help_panel=OUTPUT,
+                                   help="Output format by extension, e.g. png (default: keep the input's)."),
+    in_place: bool = typer.Option(False, "--in-place", help="Replace the inputs (atomically).", rich_help_panel=OUTPUT),
+    skip_existing: bool = typer.Option(False, "--skip-existing", rich_help_panel=OUTPUT,
+                                       help="Skip inputs whose output exists (resume an album; --report keeps lines)."),
+    quality: int | None = typer.Option(None, min=1, max=100, metavar="N", rich_help_panel=OUTPUT, help=QUALITY_HELP),
+    save_faces: bool = typer.Option(False, "--save-faces", help="Also write face crops.", rich_help_panel=OUTPUT),
+    compare: bool = typer.Option(False, "--compare", help="Also write a before/after image.", rich_help_panel=OUTPUT),
+    report: Path | None = typer.Option(None, metavar="FILE", help="One JSON line per image.", rich_help_panel=OUTPUT),
+    review: Path | None = typer.Option(None, metavar="FILE", rich_help_panel=OUTPUT,
+                                       help="Write an HTML page of the album: every photo, each face before/after."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout.", rich_help_panel=OUTPUT),
+    method: Method = typer.Option(DEFAULT_METHOD, "--method", "-m", metavar="METHOD", help=METHOD_HELP,
+                                  rich_help_panel=FACES),
+    weights: Path | None = typer.Option(None, metavar="FILE", rich_help_panel=FACES,
+                                        help="Weights file (default: the lookup order of `weights list`)."),
+    faces: str = typer.Option("all", metavar="WHICH", help="all, largest or center.", rich_help_panel=FACES),
+    min_face: int = typer.Option(DEFAULT_MIN_FACE, min=0, metavar="PX", rich_help_panel=FACES,
+                                 help="Skip faces smaller than this many pixels."),
+    strength: str = typer.Option("auto", metavar="auto|0..1", help=STRENGTH_HELP, rich_help_panel=FACES),
     blend: float | None = typer.Option(None, min=0.0, max=1.0, hidden=True, help="Old name of --strength."),
-    upscale: int = typer.Option(1, min=1, max=8, help="Enlarge the whole photo (Lanczos); faces at full quality."),
-    tone_match: bool = typer.Option(True, help="Match the restored faces' colour and tone to the photo."),
-    detector: str = typer.Option(DEFAULT_DETECTOR, help="retinaface (default), hog, cnn or insightface."),
-    detect_size: int = typer.Option(
-        DEFAULT_DETECT_MAX_SIDE, min=64, help="Detect on a copy at most this many pixels on its long side."
+    upscale: int = typer.Option(1, min=1, max=8, metavar="N", rich_help_panel=FACES,
+                                help="Enlarge the whole photo (Lanczos); faces at full quality."),
+    tone_match: bool = typer.Option(True, help="Match the faces' colour and tone to the photo.", rich_help_panel=FACES),
+    detector: str = typer.Option(DEFAULT_DETECTOR, metavar="NAME", rich_help_panel=FACES,
+                                 help="retinaface (default), hog, cnn or insightface."),
+    detect_size: int = typer.Option(DEFAULT_DETECT_MAX_SIDE, min=64, metavar="PX", rich_help_panel=FACES,
+                                    help="Detect on a copy at most this many pixels on its long side."),
+    refs: Path | None = typer.Option(None, metavar="DIR", rich_help_panel=REFERENCES,
+                                     help="Folder of good photos of the person (DMDNet); compiled once, cached."),
+    force_refs: bool = typer.Option(False, "--force-refs", rich_help_panel=REFERENCES,
+                                    help="Use --refs for every face without checking who it is."),
+    people: Path | None = typer.Option(None, metavar="DIR", rich_help_panel=REFERENCES,
+                                       help="Folder of person folders: each face gets its own person's refs."),
+    embedder: str = typer.Option(DEFAULT_EMBEDDER, metavar="NAME", help=EMBEDDER_HELP, rich_help_panel=REFERENCES),
+    people_threshold: float | None = typer.Option(None, metavar="X", help=THRESHOLD_HELP, rich_help_panel=REFERENCES),
+    people_margin: float | None = typer.Option(None, metavar="X", help=MARGIN_HELP, rich_help_panel=REFERENCES),
+    allow_groups: bool = typer.Option(False, "--allow-groups", help=ALLOW_GROUPS_HELP, rich_help_panel=REFERENCES),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=SPEED),
+    half: bool | None = typer.Option(None, "--half/--no-half", help="fp16 (default: on CUDA).", rich_help_panel=SPEED),
+    threads: int | None = typer.Option(None, min=1, metavar="N", help="CPU threads.", rich_help_panel=SPEED),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, min=1, metavar="N", help="Faces per model call.",
+                                   rich_help_panel=SPEED),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress or summary table.", rich_help_panel=OUTPUT
     ),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-    half: bool | None = typer.Option(None, "--half/--no-half", help="fp16 (default: on for CUDA only)."),
-    threads: int | None = typer.Option(None, min=1, help="CPU threads for the models."),
-    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, min=1, help="Faces per model call."),
-    save_faces: bool = typer.Option(False, help="Also write each aligned crop and restored face."),
-    compare: bool = typer.Option(False, help="Also write a before/after side-by-side."),
-    report: Path | None = typer.Option(None, help="Write one JSON line per image to this file."),
-    review: Path | None = typer.Option(
-        None, help="Write a self-contained HTML page to look at the album: every photo, each face before/after."
+    engine: str = typer.Option(
+        "local", metavar="local|ray", rich_help_panel="Cluster",
+        help="Where the photos are restored: local (this process) or ray (a Ray actor pool; the same outputs).",
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
-    max_pixels: int = typer.Option(
-        DEFAULT_MAX_PIXELS, min=1, help="Refuse photos larger than this (decompression bombs)."
+    ray_address: str | None = typer.Option(
+        None, metavar="ADDRESS", rich_help_panel="Cluster",
+        help="The Ray cluster to join: auto (the running one) or ray://host:port \\[default: start a local one].",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary table."),
+    workers: int | None = typer.Option(
+        None, min=1, metavar="N", rich_help_panel="Cluster",
+        help="Ray actors restoring photos, each loading the models once \\[default: as many as the CPUs/GPUs fit].",
+    ),
+    gpus_per_worker: float = typer.Option(
+        0.0, min=0.0, metavar="F", rich_help_panel="Cluster", help="GPUs each Ray worker takes (e.g. 1, or 0.5).",
+    ),
+    cpus_per_worker: float = typer.Option(
+        1.0, min=0.01, metavar="F", rich_help_panel="Cluster",
+        help="CPUs each Ray worker takes; its 2 photos at a time share them as torch threads (unless --threads).",
+    ),
+    backend: str = typer.Option(
+        "auto", metavar="auto|torch|onnxruntime", rich_help_panel="Speed",
+        help="What runs the restorer: onnxruntime (CPU, CUDA, TensorRT; faster, and no torch at start-up), torch, "
+        "or auto (onnxruntime where the model's ONNX files are shipped or can be exported).",
+    ),
 ) -> None:
     """Restore the faces of photos, folders or globs."""
-    from facerestore_cli import RestoreOptions
-    from facerestore_cli.album import OutputPlan, check_side_file, discover_inputs
+    from facerestore_cli import ClusterOptions, RestoreOptions
+    from facerestore_cli.album import OutputPlan, check_output_folder, check_side_file, discover_inputs
     from facerestore_cli.report import ReportWriter
 
+    if not inputs:
+        fail_setup("nothing to restore: give photos, folders or glob patterns, e.g. facerestore photo.jpg or "
+                    "facerestore ./album/ -r -o ./restored/ (facerestore restore --help lists the options)")
     options = RestoreOptions.from_flat(
         method=Method(method).value, weights=weights, device=device, half=half, threads=threads, batch_size=batch_size,
-        detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face,
+        backend=backend, detector=detector, detect_max_side=detect_size, faces=faces, min_face=min_face,
         strength=_strength(strength, blend),
         upscale=upscale, aligned=aligned, refs=refs, force_refs=force_refs, people=people, embedder=embedder,
-        people_threshold=people_threshold, people_margin=people_margin,
+        people_threshold=people_threshold, people_margin=people_margin, allow_groups=allow_groups,
         tone_match=tone_match, save_faces=save_faces, compare=compare, quality=quality, max_pixels=max_pixels,
         skip_existing=skip_existing,
     )  # fmt: skip
     if in_place and skip_existing:
-        _fail_setup("--skip-existing cannot be combined with --in-place (every output exists: it is the input)")
+        fail_setup("--skip-existing cannot be combined with --in-place (every output exists: it is the input)")
     try:
         options.check()
         plan = OutputPlan(out_dir=output, suffix=suffix, ext=ext, in_place=in_place)
+        if output is not None:
+            check_output_folder(output)  # before any work, not after the first photo was restored
+        cluster = ClusterOptions(engine=engine, address=ray_address, workers=workers,
+                                 gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker)  # fmt: skip
+        cluster.check()
+        if cluster.engine == "ray" and review is not None:
+            raise ValueError("--review is not available with --engine ray (the page needs every photo on the driver)")
     except ValueError as exc:
-        _fail_setup(str(exc))
+        fail_setup(str(exc))
     found = discover_inputs(inputs, recursive=recursive, exclude=output)
     found.items, earlier = plan.drop_previous_outputs(found.items)
     if earlier and not quiet:
@@ -200,21 +242,23 @@ def restore_command(
             err.print(f"[red]{escape(p.message)}[/]")
         folders = not recursive and any(Path(spec).is_dir() for spec in inputs)
         hint = " (add -r to look in sub-folders)" if folders else ""
-        _fail_setup(f"no photos to restore{hint}")
+        fail_setup(f"no photos to restore{hint}")
     writer = None
     for side, option in ((report, "--report"), (review, "--review")):
         if side is not None:
             try:
                 check_side_file(side, found.items, option)
             except ValueError as exc:
-                _fail_setup(str(exc))
+                fail_setup(str(exc))
     if report:
         try:
-            writer = ReportWriter(report)
+            # --skip-existing: a resumed album keeps the lines of the photos done before
+            say = None if quiet else lambda m: err.print(f"[red]failed[/] {escape(m)}")
+            writer = ReportWriter(report, keep_earlier=skip_existing, on_error=say)
         except OSError as exc:
-            _fail_setup(f"--report {report}: cannot write it ({exc.strerror or exc})")
+            fail_setup(f"--report {report}: cannot write it ({exc.strerror or exc})")
     try:
-        summary = _restore_album(options, found, plan, writer, quiet, review)
+        summary = _restore_album(options, found, plan, writer, quiet, review, cluster)
     finally:
         if writer:
             writer.close()
@@ -236,24 +280,39 @@ def _strength(text: str, blend: float | None) -> float | None:
     try:
         return float(text)
     except ValueError:
-        _fail_setup(f"--strength {text}: expected auto or a number between 0 and 1")
+        fail_setup(f"--strength {text}: expected auto or a number between 0 and 1")
 
 
-def _restore_album(options, found, plan, writer, quiet: bool, review: Path | None = None):
-    from facerestore_cli import AlbumRunner, ImageReport, Summary
+def _restore_album(options, found, plan, writer, quiet: bool, review: Path | None = None, cluster=None):
+    from facerestore_cli import AlbumRunner, ClusterError, ClusterSummary, RayAlbumRunner, Summary
     from facerestore_cli.review import ReviewPage
 
+    if cluster is not None and cluster.engine == "ray":  # the driver plans, compiles references, reports
+        engine = engine_for(RayAlbumRunner.driver_options(options, cluster), quiet)
+        runner = RayAlbumRunner(engine, cluster)
+        summary = ClusterSummary(restorer=engine.restorer.info.to_json())
+        try:
+            return _run_album(runner, found, plan, writer, quiet, summary)
+        except ClusterError as exc:
+            fail_setup(str(exc))
     page = ReviewPage(review) if review is not None else None
-    runner = AlbumRunner(_engine(options, quiet), review=page)
+    runner = AlbumRunner(engine_for(options, quiet), review=page)
     summary = Summary(restorer=runner.engine.restorer.info.to_json())
-    for p in found.problems:  # inputs that could not even be listed are failures of this run too
-        r = ImageReport(input=p.spec, status="failed", reason=p.reason, error=p.message)
+    return _run_album(runner, found, plan, writer, quiet, summary)
+
+
+def _run_album(runner, found, plan, writer, quiet: bool, summary):
+    from facerestore_cli import ImageReport
+
+    for p in found.problems:  # inputs that could not even be listed (or were left out) are not done either
+        r = ImageReport(input=p.spec, status=p.status, reason=p.reason, error=p.message)
         summary.add(r)
         runner._review_plain(r)
         if writer:
             writer.write(r)
         if not quiet:
-            err.print(f"[red]failed[/] {escape(p.message)}")
+            label = "[yellow]skipped[/]" if p.status == "skipped" else "[red]failed[/]"
+            err.print(f"{label} {escape(p.message)}")
 
     if not quiet and err.is_terminal:
         return _run_with_progress(runner, found.items, plan, writer, summary)
@@ -303,7 +362,11 @@ def _print_summary(summary) -> None:
         table.add_row("faces needed nothing (written unchanged)", str(summary.unchanged))
     if summary.skipped_existing:
         table.add_row("skipped (output exists)", str(summary.skipped_existing))
+    if summary.skipped:
+        table.add_row("skipped (see the reasons below)", f"[yellow]{summary.skipped}[/]")
     table.add_row("failed", f"[red]{summary.failed}[/]" if summary.failed else "0")
+    if summary.report_errors:
+        table.add_row("report lines not written", f"[red]{summary.report_errors}[/]")
     table.add_row("faces restored / found", f"{summary.faces_restored} / {summary.faces_found}")
     table.add_row("time", f"{summary.seconds:.1f} s")
     err.print(table)
@@ -315,285 +378,18 @@ def _print_summary(summary) -> None:
         err.print("[yellow]interrupted: finished files are complete, nothing partial was written[/]")
 
 
-# --------------------------------------------------------------------------------------------------
-# references
 
-
-@app.command("build-dict", no_args_is_help=True)
-def build_dict_command(
-    folders: list[Path] = typer.Argument(..., help="A person's reference folder, or a people folder of them."),
-    weights: Path | None = typer.Option(None, help="DMDNet weights the dictionary is for."),
-    force: bool = typer.Option(False, help="Rebuild even when the cache is up to date."),
-    detector: str = typer.Option(DEFAULT_DETECTOR, help="The detector that finds the faces in the references."),
-    embedder: str = typer.Option(DEFAULT_EMBEDDER, help=EMBEDDER_HELP),
-    device: str = typer.Option("auto"),
-    threads: int | None = typer.Option(None, min=1),
-    json_out: bool = typer.Option(False, "--json"),
-) -> None:
-    """Compile reference photos into cached DMDNet dictionaries (one per person)."""
-    from facerestore_cli import RestoreOptions
-    from facerestore_cli.face import EmbedderUnavailable
-    from facerestore_cli.references import DictionaryCache, DictionaryError, person_folders, reference_files
-
-    engine = _engine(
-        RestoreOptions.from_flat(
-            method=REFERENCE_METHODS[0],
-            weights=weights,
-            detector=detector,
-            embedder=embedder,
-            device=device,
-            threads=threads,
-        )
-    )
-    try:
-        _ = engine.embedder  # an embedder that cannot run here is a set-up error, not every person's
-    except EmbedderUnavailable as exc:
-        _fail_setup(str(exc))
-    try:
-        DictionaryCache().check_writable()
-    except DictionaryError as exc:
-        _fail_setup(str(exc))
-    targets: list[Path] = []
-    for folder in folders:
-        if not folder.is_dir():
-            _fail_setup(f"{folder} is not a folder")
-        if reference_files(folder):
-            targets.append(folder)
-            continue
-        try:
-            targets.extend(person_folders(folder))
-        except DictionaryError:
-            _fail_setup(
-                f"{folder}: no reference photos in it, and no person folders either (a person's folder holds "
-                f"their photos; a people folder holds one folder per person, e.g. {folder / 'alice'})"
-            )
-    results, failed = [], 0
-    for folder in targets:
-        try:
-            compiled = engine.compile_person(folder, force=force)
-        except DictionaryError as exc:
-            failed += 1
-            err.print(f"[red]✗ {escape(folder.name)}[/]: {escape(str(exc))}")
-            results.append({"folder": str(folder), "error": str(exc)})
-            continue
-        results.append(
-            {
-                "person": compiled.name, "folder": str(folder), "cache": str(compiled.path),
-                "embedder": compiled.embedder, "from_cache": compiled.from_cache, "used": compiled.used,
-                "seconds": round(compiled.seconds, 3),
-                "references": [r.__dict__ for r in compiled.references],
-            }
-        )  # fmt: skip
-        if not json_out:
-            _print_compiled(compiled)
-    if json_out:
-        typer.echo(json.dumps(results))
-    raise typer.Exit(1 if failed else 0)
-
-
-def _print_compiled(compiled) -> None:
-    state = "[green]cached, unchanged[/]" if compiled.from_cache else "[green]compiled[/]"
-    out.print(
-        f"[bold]{escape(compiled.name)}[/]: {state}, {compiled.used} of {len(compiled.references)} photos used, "
-        f"embedder {escape(str(compiled.embedder))}, {compiled.seconds:.2f} s → {escape(str(compiled.path))}"
-    )
-    for r in compiled.references:
-        mark = "[green]✓[/]" if r.used else "[red]✗[/]"
-        why = "" if r.used else f"  [dim]{escape(r.reason or '')}[/]"
-        out.print(f"  {mark} {escape(Path(r.path).name)}{why}")
-
-
-@app.command("people", no_args_is_help=True)
-def people_command(
-    folder: Path = typer.Argument(..., help="Folder of person folders."),
-    weights: Path | None = typer.Option(None),
-    detector: str = typer.Option(DEFAULT_DETECTOR, help="The detector the dictionaries were compiled with."),
-    embedder: str = typer.Option("auto", help="The face embedder the dictionaries were compiled with (see restore)."),
-    json_out: bool = typer.Option(False, "--json"),
-) -> None:
-    """List the people of a people folder, their reference counts and whether they are compiled."""
-    from facerestore_cli.face import resolve_embedder
-    from facerestore_cli.references import (
-        DictionaryCache,
-        DictionaryError,
-        dictionary_key,
-        dictionary_settings,
-        person_folders,
-        reference_files,
-    )
-    from facerestore_cli.weights import WeightsError, file_sha256, locate_weights
-
-    try:
-        embedder_name = resolve_embedder(embedder)  # a name only: nothing is loaded
-        sha = file_sha256(locate_weights(REFERENCE_METHODS[0], weights).path)
-        folders = person_folders(folder)
-    except (WeightsError, DictionaryError, ValueError) as exc:
-        _fail_setup(str(exc))
-    cache = DictionaryCache()
-    rows = []
-    for person in folders:
-        files = reference_files(person)
-        key = dictionary_key(files, sha, dictionary_settings(detector, embedder_name)) if files else None
-        meta = cache.peek(key) if key else None
-        used = int(meta.get("used", 0)) if meta else None
-        rows.append({"person": person.name, "photos": len(files), "cached": meta is not None, "used": used})
-    if json_out:
-        typer.echo(json.dumps(rows))
-        return
-    table = Table("person", "photos", "dictionary", title=f"embedder: {escape(embedder_name)}")
-    for r in rows:
-        state = f"[green]cached[/] ({r['used']} used)" if r["cached"] else "[yellow]not compiled[/] (build-dict)"
-        table.add_row(escape(r["person"]), str(r["photos"]), state)
-    out.print(table)
-
-
-@cache_app.command("list")
-def cache_list(json_out: bool = typer.Option(False, "--json")) -> None:
-    """Show the compiled dictionaries in the cache."""
-    from facerestore_cli.references import DictionaryCache
-
-    cache = DictionaryCache()
-    entries = cache.entries()
-    if json_out:
-        typer.echo(json.dumps(entries))
-        return
-    table = Table("person", "refs", "size", "created", "folder", title=f"cache: {cache.root}")
-    for e in entries:
-        table.add_row(
-            escape(str(e["person"])), str(e["references"]), f"{e['bytes'] / 1e6:.1f} MB", str(e["created"]),
-            escape(str(e["folder"])),
-        )  # fmt: skip
-    out.print(table)
-
-
-@cache_app.command("clear")
-def cache_clear(
-    folder: Path | None = typer.Argument(None, help="Only the dictionaries compiled from this folder."),
-) -> None:
-    """Delete cached dictionaries (all, or one person's)."""
-    from facerestore_cli.references import DictionaryCache
-
-    n = DictionaryCache().clear(folder)
-    err.print(f"removed {n} cached dictionar{'y' if n == 1 else 'ies'}")
-
-
-# --------------------------------------------------------------------------------------------------
-# weights
-
-
-@weights_app.command("list")
-def weights_list(json_out: bool = typer.Option(False, "--json")) -> None:
-    """Every weights file found, in lookup order."""
-    from facerestore_cli.weights import list_weights, search_places
-
-    found = list_weights()
-    if json_out:
-        typer.echo(json.dumps([{"path": str(w.path), "origin": w.origin, "method": w.method} for w in found]))
-        return
-    table = Table("method", "origin", "file", title="weights (first match per method wins)")
-    for w in found:
-        table.add_row(str(w.method), w.origin, escape(str(w.path)))
-    out.print(table)
-    out.print("searched: " + "; ".join(escape(p.description) for p in search_places()))
-
-
-@weights_app.command("fetch")
-def weights_fetch(
-    method: str = typer.Argument(DEFAULT_METHOD, help="The method whose official checkpoint to fetch."),
-    url: str | None = typer.Option(None, help="Download from a mirror instead of the official release."),
-    timeout: float = typer.Option(30.0),
-    retries: int = typer.Option(5),
-) -> None:
-    """Download an official checkpoint (resumable, verified) and import it."""
-    from facerestore_cli.weights import WeightsError, fetch
-
-    try:
-        result = fetch(method, url=url, timeout=timeout, retries=retries, progress=err.is_terminal)
-    except WeightsError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-    err.print(f"[green]imported[/] {escape(str(result.path))} (sha256 {result.sha256[:12]}…)")
-
-
-@weights_app.command("import")
-def weights_import(
-    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False),
-    method: str = typer.Option(DEFAULT_METHOD, help="The method the checkpoint is for."),
-    dest: Path | None = typer.Option(None, help="Folder to write into (default: the user weights folder)."),
-) -> None:
-    """Import an official checkpoint (.pth, loaded with weights_only=True) as safetensors."""
-    from facerestore_cli.weights import WeightsError, import_checkpoint
-
-    try:
-        result = import_checkpoint(checkpoint, method, dest)
-    except WeightsError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-    err.print(
-        f"[green]imported[/] {escape(str(result.path))} ({result.tensor_count} tensors, sha256 {result.sha256[:12]}…)"
-    )
-
-
-@weights_app.command("import-stylegan2")
-def weights_import_stylegan2(
-    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False),
-    out: Path = typer.Option(..., help="MemGAN initialisation file to write (safetensors)."),
-    width: float = typer.Option(1.0, help="MemGAN width (channels of a narrower model are sliced)."),
-) -> None:
-    """Initialise MemGAN's decoder from a clean StyleGAN2-512 generator (as the paper does)."""
-    from facerestore_cli.weights import WeightsError, initialise_from_stylegan2
-
-    try:
-        path = initialise_from_stylegan2(checkpoint, out, width=width)
-    except WeightsError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-    err.print(f"[green]wrote[/] {escape(str(path))}")
-
-
-@weights_app.command("verify")
-def weights_verify(
-    weights: Path | None = typer.Option(None, help="Also check this weights file or folder (as restore's --weights)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
-) -> None:
-    """Re-hash every weights file listed in a manifest, and check the files a restore would use."""
-    from facerestore_cli import METHODS
-    from facerestore_cli.weights import verify_all
-
-    results = verify_all(weights, methods=tuple(m for m in METHODS if m != "none"))
-    if json_out:
-        rows = [{**r.__dict__, "path": str(r.path), "ok": r.ok} for r in results]
-        typer.echo(json.dumps(rows))
-    else:
-        table = Table("status", "in use for", "origin", "file")
-        for r in results:
-            status = "[green]ok[/]" if r.status == "ok" else ("[yellow]unlisted[/]" if r.ok else f"[red]{r.status}[/]")
-            table.add_row(status, r.in_use_for or "", r.origin, escape(str(r.path)))
-        out.print(table)
-        for r in results:
-            if r.detail:
-                err.print(f"[red]✗[/] {escape(r.detail)}")
-    raise typer.Exit(0 if all(r.ok for r in results) else 1)
-
-
-# --------------------------------------------------------------------------------------------------
-# doctor
-
-
-@app.command("doctor")
-def doctor_command(json_out: bool = typer.Option(False, "--json")) -> None:
-    """Versions, devices, detectors, embedders and weights: what facerestore can use here, and where it lives."""
-    from facerestore_cli.doctor import collect
-
-    info = collect()
-    if json_out:
-        typer.echo(json.dumps(info, default=str))
-        return
-    for section, rows in info.items():
-        table = Table(title=section, show_header=False, box=None, title_justify="left")
-        for key, value in rows.items():
-            table.add_row(escape(str(key)), escape(str(value)))
-        out.print(table)
+# the other commands live in their own modules; registered here so that --help lists them in this order
+app.command("build-dict", no_args_is_help=True)(cli_refs.build_dict_command)
+app.command("people", no_args_is_help=True)(cli_refs.people_command)
+cache_app.command("list")(cli_refs.cache_list)
+cache_app.command("clear")(cli_refs.cache_clear)
+weights_app.command("list")(cli_weights.weights_list)
+weights_app.command("fetch")(cli_weights.weights_fetch)
+weights_app.command("import")(cli_weights.weights_import)
+weights_app.command("import-stylegan2")(cli_weights.weights_import_stylegan2)
+weights_app.command("verify")(cli_weights.weights_verify)
+app.command("doctor")(cli_weights.doctor_command)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,12 +404,30 @@ def _root(
         raise typer.Exit()
 
 
+#: Commands whose name is also a likely album folder name.
+FOLDER_LIKE_COMMANDS = ("cache", "people", "train")
+
+
+def _album_named_like_a_command(argv: list[str]) -> bool:
+    """Whether ``facerestore cache ...`` means the album folder ``./cache`` (``album.names_an_album``)."""
+    from facerestore_cli.album import names_an_album
+
+    command = typer.main.get_command(app).commands[argv[0]]
+    own = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)} | {"--help", "-h"}
+    verdict = names_an_album(argv[0], argv[1:], own, getattr(command, "commands", None))
+    if verdict is None:
+        err.print(f"[yellow]note:[/] {argv[0]} is a command; to restore a folder named {argv[0]}, write ./{argv[0]}")
+    return bool(verdict)
+
+
 def _with_default_command(argv: list[str]) -> list[str]:
     """``facerestore photo.jpg ...`` means ``facerestore restore photo.jpg ...``."""
     if not argv:
         return argv
     first = argv[0]
-    if first in COMMANDS or first in ("--help", "-h", "--version"):
+    if first in FOLDER_LIKE_COMMANDS and _album_named_like_a_command(argv):
+        return ["restore", *argv]
+    if first in COMMANDS or first in ("--help", "-h", "--version", "--install-completion", "--show-completion"):
         return argv
     return ["restore", *argv]
 

@@ -13,7 +13,7 @@ app = typer.Typer(help="Train the compact models that ship in weights/ (resumabl
 Data = Annotated[Path, typer.Option(exists=True, file_okay=False, help="Folder of 512x512 aligned sharp faces.")]
 Out = Annotated[Path, typer.Option(help="Weights file to write (fp16 safetensors).")]
 Work = Annotated[Path | None, typer.Option(help="Checkpoints, logs and previews \\[default: OUT stem + .work].")]
-Batch = Annotated[int, typer.Option(min=1)]
+Batch = Annotated[int, typer.Option(min=1, help="Faces per training step.")]
 AdvStart = Annotated[int, typer.Option(help="Step at which the adversarial loss starts.")]
 DiscLr = Annotated[
     float | None, typer.Option(min=0, help="Discriminator learning rate [default: LR]; applies on resume too.")
@@ -21,6 +21,8 @@ DiscLr = Annotated[
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
 Bf16 = Annotated[bool, typer.Option(help="bf16 autocast on the CPU (only where AMX makes it faster than fp32).")]
 Device = Annotated[str, typer.Option(help="cpu, or a CUDA device (cuda, cuda:1).")]
+Lr = Annotated[float, typer.Option(help="Generator learning rate (Adam).")]
+Seed = Annotated[int, typer.Option(help="Seed of the data order, degradations and initialisation.")]
 Amp = Annotated[bool, typer.Option(help="bf16 autocast on CUDA GPUs that support it (Ampere, Hopper).")]
 ValEvery = Annotated[int, typer.Option(help="Validate (x4/x8 PSNR/SSIM/detail on held-out faces) every N steps.")]
 ValFaces = Annotated[int, typer.Option(min=0, help="Held-out faces per periodic validation (0 = all).")]
@@ -90,7 +92,7 @@ def train_dmdnet_command(
     ngf: Annotated[int, typer.Option(help="Base width (the official checkpoint is 64).")] = 16,
     banks: Annotated[int, typer.Option(help="Generic dictionary items (the official checkpoint has 128).")] = 32,
     batch: Batch = 2,
-    lr: float = 2e-4,
+    lr: Lr = 2e-4,
     disc_lr: DiscLr = None,
     adv_start: AdvStart = 2000,
     adv_scale: AdvScale = 1.0,
@@ -109,7 +111,7 @@ def train_dmdnet_command(
     identity_weight: Weight = None,
     chroma_weight: Weight = None,
     clean_fraction: CleanFraction = 0.12,
-    seed: int = 0,
+    seed: Seed = 0,
     threads: Threads = None,
     device: Device = "cpu",
     amp: Amp = True,
@@ -156,10 +158,10 @@ def train_memgan_command(
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="Start from exported weights or `weights import-stylegan2`'s."),
     ] = None,
-    steps: Annotated[int, typer.Option(min=1)] = 10000,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps in all (resumed runs count on).")] = 10000,
     width: Annotated[float, typer.Option(help="Channel multiplier (the paper's model is 1.0).")] = 0.25,
     batch: Batch = 2,
-    lr: float = 2e-4,
+    lr: Lr = 2e-4,
     disc_lr: DiscLr = None,
     adv_start: AdvStart = 2000,
     adv_scale: AdvScale = 1.0,
@@ -175,7 +177,7 @@ def train_memgan_command(
     identity_weight: Weight = None,
     chroma_weight: Weight = None,
     clean_fraction: CleanFraction = 0.12,
-    seed: int = 0,
+    seed: Seed = 0,
     threads: Threads = None,
     device: Device = "cpu",
     amp: Amp = True,

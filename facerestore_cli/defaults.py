@@ -6,6 +6,9 @@ This module imports nothing heavy: the CLI reads it to build its help before any
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from facerestore_cli.imagefile import DEFAULT_MAX_PIXELS
 
 __all__ = [
@@ -17,6 +20,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_METHOD",
     "DEFAULT_MIN_FACE",
+    "cache_root",
 ]
 
 DEFAULT_METHOD = "dmdnet"
@@ -28,3 +32,13 @@ DEFAULT_MIN_FACE = 16
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_EMBEDDER = "auto"
 DEFAULT_JPEG_QUALITY = 95
+
+
+def cache_root() -> Path:
+    """``$FACERESTORE_CACHE``, else ``$XDG_CACHE_HOME/facerestore``, else ``~/.cache/facerestore``."""
+    env = os.environ.get("FACERESTORE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "facerestore"

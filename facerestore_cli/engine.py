@@ -120,19 +120,22 @@ class FaceRestorer:
         prepare: bool = True,
     ) -> None:
         from facerestore_cli.device import make_runtime
-        from facerestore_cli.face.landmarks import default_predictor
-        from facerestore_cli.restore import create_restorer
+        from facerestore_cli.restore import create_restorer, resolve_backend
 
         self.options = options or RestoreOptions()
         self.options.check()
         self.say = on_message or (lambda _msg: None)
         rt = self.options.runtime
-        self.runtime = make_runtime(rt.device, rt.half, rt.threads)
+        given = getattr(restorer, "runtime", None)  # a given restorer keeps its own backend
+        backend = given.backend if given is not None else resolve_backend(
+            self.options.method, rt.backend, weights=self.options.weights, device=rt.device, half=rt.half
+        )
+        self.runtime = make_runtime(rt.device, rt.half, rt.threads, backend=backend)
         self.restorer = restorer or create_restorer(
             self.options.method, weights=self.options.weights, runtime=self.runtime, batch_size=rt.batch_size
         )
         self._detector = detector
-        self.predictor = default_predictor()
+        self._predictor: Any = None
         self._embedder = None
         self.single: Person | None = None
         self.people: PeopleIndex | None = None
@@ -153,6 +156,15 @@ class FaceRestorer:
                 max_side=det.max_side,
             )  # fmt: skip
         return self._detector
+
+    @property
+    def predictor(self) -> Any:
+        """The 68-point landmark predictor, loaded on first use (``--method none`` never needs it)."""
+        if self._predictor is None:
+            from facerestore_cli.face.landmarks import default_predictor
+
+            self._predictor = default_predictor()
+        return self._predictor
 
     @property
     def embedder(self) -> Any:
@@ -191,6 +203,7 @@ class FaceRestorer:
                 f"reference dictionaries need a method that reads references, not {restorer.info.method}"
             )
         embedder = self.embedder
+        groups = self.options.references.allow_groups
         return compile_dictionary(
             folder,
             weights_sha256=restorer.info.sha256 or "",
@@ -199,8 +212,9 @@ class FaceRestorer:
             align=self.align,
             embedder=embedder,
             cache=DictionaryCache(self.options.references.cache_dir),
-            settings=dictionary_settings(self.options.detect.detector, embedder.name),
+            settings=dictionary_settings(self.options.detect.detector, embedder.name, groups),
             force=force,
+            allow_groups=groups,
         )
 
     def _prepare(self) -> None:
@@ -221,6 +235,7 @@ class FaceRestorer:
             self.people = PeopleIndex.build(
                 refs.people, self.compile_person, threshold=threshold, margin=margin, embedder=self.embedder.name,
                 on_error=lambda folder, exc: self.say(f"[yellow]skipping person {folder.name}: {exc}[/]"),
+                on_warning=lambda message: self.say(f"[yellow]{message}[/]"),
             )  # fmt: skip
 
     def route(self, work: list[FaceWork]) -> None:

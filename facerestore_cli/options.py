@@ -24,6 +24,7 @@ from facerestore_cli.defaults import (
 )
 
 __all__ = [
+    "ClusterOptions",
     "DetectOptions",
     "InputOptions",
     "OutputOptions",
@@ -43,6 +44,8 @@ class RuntimeOptions:
     half: bool | None = None
     threads: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    #: auto (onnxruntime where the model's ONNX files are available), torch or onnxruntime.
+    backend: str = "auto"
 
 
 @dataclass
@@ -79,6 +82,8 @@ class ReferenceOptions:
     threshold: float | None = None
     margin: float | None = None
     cache_dir: Path | None = None
+    #: Accept group photos as references (their largest face, when it is clearly the largest).
+    allow_groups: bool = False
 
 
 @dataclass
@@ -112,6 +117,7 @@ _FLAT: dict[str, tuple[str, str]] = {
     "half": ("runtime", "half"),
     "threads": ("runtime", "threads"),
     "batch_size": ("runtime", "batch_size"),
+    "backend": ("runtime", "backend"),
     "max_pixels": ("input", "max_pixels"),
     "aligned": ("input", "aligned"),
     "detector": ("detect", "detector"),
@@ -125,6 +131,7 @@ _FLAT: dict[str, tuple[str, str]] = {
     "people_threshold": ("references", "threshold"),
     "people_margin": ("references", "margin"),
     "cache_dir": ("references", "cache_dir"),
+    "allow_groups": ("references", "allow_groups"),
     "strength": ("paste", "strength"),
     "blend": ("paste", "strength"),  # the 0.1 name of --strength
     "upscale": ("paste", "upscale"),
@@ -184,6 +191,8 @@ class RestoreOptions:
             raise ValueError("--batch-size must be 1 or more")
         if rt.threads is not None and rt.threads < 1:
             raise ValueError("--threads must be 1 or more")
+        if rt.backend not in ("auto", "torch", "onnxruntime"):
+            raise ValueError("--backend must be auto, torch or onnxruntime")
         if inp.max_pixels is not None and inp.max_pixels < 1:
             raise ValueError("--max-pixels must be a positive number of pixels")
         if det.faces not in ("all", "largest", "center"):
@@ -212,3 +221,39 @@ class RestoreOptions:
             resolve_embedder(refs.embedder)
         except ValueError as exc:
             raise ValueError(f"--embedder: {exc}") from None
+
+
+@dataclass
+class ClusterOptions:
+    """Where an album runs: ``local`` (this process, :class:`~facerestore_cli.runner.AlbumRunner`) or
+    ``ray`` (an actor pool on a Ray cluster, :mod:`facerestore_cli.cluster`).
+
+    Kept apart from :class:`RestoreOptions` because none of it changes a photo: the same restore
+    options give byte-identical outputs on either engine.
+    """
+
+    engine: str = "local"
+    #: ``auto`` (the running cluster), ``ray://host:port`` or ``host:port``; None starts a local instance.
+    address: str | None = None
+    #: The actor pool's size; None: as many as the cluster's CPUs (or GPUs) hold.
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for settings that cannot work (the CLI turns it into exit 2)."""
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"--engine {self.engine}: choose local or ray")
+        if self.engine == "local":
+            given = [flag for flag, value, default in (
+                ("--ray-address", self.address, None), ("--workers", self.workers, None),
+                ("--gpus-per-worker", self.gpus_per_worker, 0.0), ("--cpus-per-worker", self.cpus_per_worker, 1.0),
+            ) if value != default]  # fmt: skip
+            if given:
+                raise ValueError(f"{', '.join(given)} need(s) --engine ray")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("--workers must be 1 or more")
+        if self.gpus_per_worker < 0:
+            raise ValueError("--gpus-per-worker must be 0 or more")
+        if self.cpus_per_worker <= 0:
+            raise ValueError("--cpus-per-worker must be above 0")

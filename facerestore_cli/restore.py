@@ -18,6 +18,21 @@ import numpy as np
 
 from facerestore_cli.device import Runtime, make_runtime
 
+__all__ = [
+    "METHODS",
+    "NONE",
+    "IdentityRestorer",
+    "ImageRestorer",
+    "ReferenceRestorer",
+    "Restorer",
+    "RestorerInfo",
+    "TorchRestorer",
+    "create_restorer",
+    "method_uses_references",
+    "output_problem",
+    "resolve_backend",
+]
+
 #: ``none``: detect, align and paste only (the identity restorer).
 NONE = "none"
 
@@ -70,6 +85,9 @@ class RestorerInfo:
     config: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     dtype: str = "float32"
+    #: ``torch`` or ``onnxruntime``, and the latter's execution providers in the order they take nodes
+    backend: str = "torch"
+    providers: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "weights": None if self.weights is None else str(self.weights)}
@@ -184,7 +202,7 @@ class ReferenceRestorer(TorchRestorer):
         return np.stack([self._component_boxes(lm) for lm in landmarks68])
 
     def encode_references(self, faces: np.ndarray, landmarks68: np.ndarray) -> dict[str, Any]:
-        """Specific dictionary of reference crops, on the CPU in float32 (what the cache stores)."""
+        """Specific dictionary of reference crops as float32 NumPy arrays (what the cache stores)."""
         torch = self.torch
         keys: dict[str, list] = {}
         with torch.inference_mode():
@@ -195,13 +213,15 @@ class ReferenceRestorer(TorchRestorer):
                 )
                 for k, v in part.items():
                     keys.setdefault(k, []).append(v.float().cpu())
-        return {k: torch.cat(v) for k, v in keys.items()}
+        return {k: torch.cat(v).numpy() for k, v in keys.items()}
 
     def _restore_batch(self, faces, landmarks68, dictionary):
         torch = self.torch
         specific = None
         if dictionary is not None:
-            specific = {k: v.to(self.runtime.device, self.runtime.dtype) for k, v in dictionary.items()}
+            specific = {
+                k: torch.as_tensor(v).to(self.runtime.device, self.runtime.dtype) for k, v in dictionary.items()
+            }
         out = self.model(self.to_tensor(faces), torch.from_numpy(self.boxes(landmarks68)), specific)
         return self.from_tensor(out)
 
@@ -213,13 +233,78 @@ class ImageRestorer(TorchRestorer):
         return self.from_tensor(self.model(self.to_tensor(faces)))
 
 
+def _onnx_files(method: str, weights: Path | None, half: bool, export: bool) -> Any:
+    """The checked ONNX files of the weights ``method`` would load, exported first when ``export``;
+    ``None`` when there are none. Finding them never imports torch; exporting does."""
+    from facerestore_cli import weights as weights_mod
+    from facerestore_cli.weights.onnx import export_onnx, find_onnx
+
+    location = weights_mod.locate_weights(method, weights)
+    files = find_onnx(method, location, half)
+    if files is None and export:
+        files = export_onnx(method, location, half)
+    return files
+
+
+def resolve_backend(
+    method: str, backend: str = "auto", *, weights: Path | None = None, device: str = "auto", half: bool | None = None
+) -> str:
+    """``--backend auto|torch|onnxruntime`` -> ``torch`` or ``onnxruntime`` for this method and device.
+
+    ``auto`` takes onnxruntime where it can run the model as well as torch would: the method has ONNX
+    graphs and their files are there (shipped, or exported before: at ``weights import``, or by an
+    earlier ``--backend onnxruntime`` run), and the device is the CPU or a GPU that onnxruntime's CUDA
+    provider reaches. It never starts an export itself: that takes torch and, for the official size,
+    minutes, which a plain restore with ``--weights`` should not spend unasked. It keeps torch for ``--device mps``,
+    and on an NVIDIA machine whose onnxruntime has no CUDA provider (torch would use the GPU). ``none``
+    loads no model at all, so it never needs torch.
+    """
+    from facerestore_cli.device import BACKENDS, cuda_provider_usable, nvidia_gpu_present
+
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend}: choose {', '.join(BACKENDS)}")
+    spec = (device or "auto").strip().lower()
+    if backend != "auto":
+        return backend
+    if spec == "mps":
+        return "torch"
+    if method == NONE:
+        return "onnxruntime"
+    registered = _registered().get(method)
+    if registered is None or not registered.onnx_graphs:
+        return "torch"
+    if spec != "cpu" and nvidia_gpu_present() and not cuda_provider_usable():
+        return "torch"
+    if spec == "auto" and not nvidia_gpu_present():
+        import platform
+
+        if platform.system() == "Darwin" and platform.machine() == "arm64":
+            return "torch"  # torch runs on the Apple GPU (MPS); onnxruntime here on the CPU only
+    from facerestore_cli.weights import WeightsError
+
+    try:
+        cuda = spec.startswith("cuda") or (spec == "auto" and cuda_provider_usable())
+        found = _onnx_files(method, weights, bool(cuda if half is None else half), export=False)
+    except WeightsError:
+        return "torch"  # no usable weights: the torch restorer says why, as it always has
+    return "onnxruntime" if found is not None else "torch"
+
+
 def create_restorer(
     method: str, *, weights: Path | None = None, runtime: Runtime | None = None, batch_size: int = 4
 ) -> Restorer:
-    """Build the restorer for ``--method``; raises ``ValueError`` for an unknown method."""
+    """Build the restorer for ``--method`` on ``runtime``'s backend; raises ``ValueError`` for an unknown
+    method. On onnxruntime, weights without ONNX files are exported first (once: they are cached)."""
     if method == NONE:
         return IdentityRestorer()
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if runtime is not None and runtime.backend == "onnxruntime":
+        from facerestore_cli.restore_onnx import create_onnx_restorer
+
+        if not _registered()[method].onnx_graphs:
+            raise ValueError(f"--backend onnxruntime: {method} has no ONNX graphs; use --backend torch")
+        files = _onnx_files(method, weights, runtime.half, export=True)
+        return create_onnx_restorer(method, files, runtime, batch_size)
     cls = ReferenceRestorer if method_uses_references(method) else ImageRestorer
     return cls(method, weights, runtime, batch_size)

@@ -21,6 +21,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from rich.markup import escape
 
 from facerestore_cli.album import InputItem, OutputError, OutputPlan
 from facerestore_cli.defaults import DEFAULT_JPEG_QUALITY
@@ -35,6 +36,7 @@ from facerestore_cli.imagefile import (
     save_like_source,
     save_photo,
 )
+from facerestore_cli.imagefile.atomic import remove_stale_temporaries
 from facerestore_cli.options import RestoreOptions
 from facerestore_cli.references.dictionary import DictionaryError
 from facerestore_cli.report import ImageReport, ReportWriter, Summary
@@ -46,6 +48,18 @@ __all__ = ["AlbumRunner", "Computed", "restore_file"]
 COMPARE_QUALITY = 92
 #: ``--review``: the page is rewritten every this many photos, and at the end.
 REVIEW_EVERY = 25
+#: The size of an official checkpoint whose card records none, for the notice of :meth:`AlbumRunner.run`:
+#: DMDNet's official network holds 149.8 M float32 values (39.6 M parameters and 110.2 M dictionary
+#: entries, counted from ``Config.official()``), so its ``.pth`` is about 600 MB.
+OFFICIAL_SIZE_ESTIMATES = {"dmdnet": 600_000_000}
+
+
+class PhotoRefused(Exception):
+    """A photo the options cannot be applied to (``--upscale`` past ``--max-pixels``): it fails alone."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -61,11 +75,20 @@ class Computed:
 class AlbumRunner:
     """Runs a :class:`FaceRestorer` over files: read, restore, write, report."""
 
-    def __init__(self, engine: FaceRestorer, *, review: ReviewPage | None = None) -> None:
+    def __init__(
+        self,
+        engine: FaceRestorer,
+        *,
+        review: ReviewPage | None = None,
+        on_message: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_message`` gets the run's notices (rich markup; default: the engine's ``on_message``)."""
         self.engine = engine
         self.options = engine.options
         #: ``--review``: every photo's thumbnail and faces go on this page as they are written
         self.review = review
+        self.say = on_message or engine.say
+        self._noticed = False
 
     # -- one file ------------------------------------------------------------------------------------
 
@@ -94,6 +117,7 @@ class AlbumRunner:
             if isinstance(photo, Exception):
                 raise photo
             report.size = [photo.width, photo.height]
+            self._check_upscale(photo)
             result = self.engine.restore(photo, timer)
             report.faces = result.faces
             report.faces_found = len(result.faces)
@@ -108,6 +132,17 @@ class AlbumRunner:
         report.timings = timer.times
         report.seconds = time.perf_counter() - started
         return report, computed
+
+    def _check_upscale(self, photo: Photo) -> None:
+        """``--max-pixels`` bounds what is made as well as what is read: an enlarged photo is refused."""
+        up, limit = self.options.paste.upscale, self.options.input.max_pixels
+        if up > 1 and limit is not None and photo.width * up * photo.height * up > limit:
+            w, h = photo.width * up, photo.height * up
+            raise PhotoRefused(
+                "upscale-too-large",
+                f"--upscale {up} would make it {w}x{h} = {w * h:,} pixels, more than --max-pixels {limit:,}; "
+                "the photo was left as it was",
+            )
 
     def write(self, report: ImageReport, computed: Computed) -> ImageReport:
         """Encode and write a computed photo; completes ``report`` (status, encode time)."""
@@ -133,7 +168,12 @@ class AlbumRunner:
         return report
 
     def save(self, computed: Computed) -> str:
-        """Write the output (and its extras); returns how the photo was written (for the report)."""
+        """Write the extras, then the output; returns how the photo was written (for the report).
+
+        The output is published last: a photo counts as done only when all its files are, so when an
+        extra cannot be written (a full disk) the output is not there either, and a ``--skip-existing``
+        rerun does the photo again instead of skipping it with its crops missing.
+        """
         source, original, result, output = computed.source, computed.original, computed.result, computed.output
         if output.parent.exists() and not output.parent.is_dir():
             raise ImageFileError("unwritable", f"the output folder {output.parent} is a file, not a folder", output)
@@ -148,6 +188,7 @@ class AlbumRunner:
         untouched = not any(f.restored for f in result.faces) and self.options.paste.upscale == 1
         in_place = source.resolve() == output.resolve()
         quality = self.options.output.quality
+        self._write_extras(result, original, output)
         if untouched and in_place:
             written = "left as it was"  # --in-place with nothing to change: the file is not touched
         elif untouched and same_format:
@@ -163,7 +204,6 @@ class AlbumRunner:
         else:
             save_photo(result.photo, output, quality=quality or DEFAULT_JPEG_QUALITY)
             written = "encoded" if quality is None else f"encoded at quality {quality}"
-        self._write_extras(result, original, output)
         return written
 
     def _write_extras(self, result: PhotoResult, original: Photo, output: Path) -> None:
@@ -197,6 +237,33 @@ class AlbumRunner:
 
     # -- an album ------------------------------------------------------------------------------------
 
+    def plan_outputs(
+        self, items: list[InputItem], plan: OutputPlan
+    ) -> tuple[list[tuple[InputItem, Path]], list[ImageReport]]:
+        """Each photo's output, and the reports of the photos that need no work (refused, ``exists``).
+
+        Public so that every engine (this runner, ``cluster.RayAlbumRunner``) plans an album the same
+        way: the same mirrored tree, suffix, ``--skip-existing`` and refusals, in input order.
+        """
+        plan.register_inputs(items)
+        todo: list[tuple[InputItem, Path]] = []
+        early: list[ImageReport] = []
+        for item in items:
+            try:
+                out = plan.output_for(item)
+            except OutputError as exc:
+                early.append(ImageReport(input=str(item.path), status="failed", reason=exc.reason, error=str(exc)))
+                continue
+            if self.options.output.skip_existing and out.exists():
+                early.append(
+                    ImageReport(
+                        input=str(item.path), output=str(out), status="exists", reason="output exists (--skip-existing)"
+                    )
+                )
+                continue
+            todo.append((item, out))
+        return todo, early
+
     def run(
         self,
         items: list[InputItem],
@@ -214,7 +281,9 @@ class AlbumRunner:
         """
         summary = summary or Summary()
         started = time.perf_counter()
+        wall_start = time.time()
         plan.register_inputs(items)
+        self._official_weights_notice()
 
         def finish(r: ImageReport) -> None:
             summary.add(r)
@@ -227,22 +296,10 @@ class AlbumRunner:
 
         loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-decode")
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-encode")
-        queue: deque[tuple[int, InputItem, Path]] = deque()
-        early: list[ImageReport] = []
-        for item in items:
-            try:
-                out = plan.output_for(item)
-            except OutputError as exc:
-                early.append(ImageReport(input=str(item.path), status="failed", reason=exc.reason, error=str(exc)))
-                continue
-            if self.options.output.skip_existing and out.exists():
-                early.append(
-                    ImageReport(
-                        input=str(item.path), output=str(out), status="exists", reason="output exists (--skip-existing)"
-                    )
-                )
-                continue
-            queue.append((len(queue), item, out))
+        pairs, early = self.plan_outputs(items, plan)
+        queue: deque[tuple[int, InputItem, Path]] = deque((k, item, out) for k, (item, out) in enumerate(pairs))
+        planned = [out for _, _, out in queue] + [Path(r.output) for r in early if r.output]
+        self._remove_stale_temporaries(planned, wall_start)
         for r in early:
             self._review_plain(r)
             finish(r)
@@ -305,9 +362,64 @@ class AlbumRunner:
                     summary.signal = getattr(exc, "signum", summary.signal)
             writer.shutdown(wait=True)
         summary.seconds = time.perf_counter() - started
+        if report is not None:
+            summary.report_errors = len(report.errors)
         if self.review is not None:
             self.review.write()
         return summary
+
+    def _remove_stale_temporaries(self, outputs: list[Path], started: float) -> None:
+        """Remove what a killed earlier run left in this run's output folders (``atomic_write``'s
+        ``.<name>.<hex>.tmp`` files from before this run), and say so."""
+        folders = {out.parent for out in outputs}
+        if self.options.output.save_faces:
+            folders |= {out.with_name(out.stem + "_faces") for out in outputs}
+        for folder in sorted(folders):
+            removed = remove_stale_temporaries(folder, started)
+            if removed:
+                self.say(
+                    f"[yellow]removed {len(removed)} temporary file(s) left in {escape(str(folder))} by an "
+                    f"interrupted earlier run, e.g. {escape(removed[0].name)}[/]"
+                )
+
+    def _official_weights_notice(self) -> None:
+        """Once per run: a method running on the compact weights has an official checkpoint, and on
+        what terms (licence, size) and with which command it can be had."""
+        if self._noticed:
+            return
+        self._noticed = True
+        info = self.engine.restorer.info
+        notice = official_weights_notice(info.method, info.config)
+        if notice:
+            self.say(f"[dim]{escape(notice)}[/]")
+
+
+def official_weights_notice(method: str, config: dict[str, Any]) -> str | None:
+    """The notice for ``method`` running with ``config``: None when it runs on its official checkpoint
+    (or has none, or the run's config is unknown)."""
+    from dataclasses import asdict, is_dataclass
+
+    from facerestore_cli.models import get_method
+
+    try:
+        spec = get_method(method)
+    except KeyError:
+        return None
+    official = spec.official
+    make_official = getattr(spec.config, "official", None)
+    if official is None or make_official is None or not config:
+        return None
+    wanted = make_official()
+    wanted = asdict(wanted) if is_dataclass(wanted) else dict(wanted)
+    if all(config.get(k) == v for k, v in wanted.items() if k in config):
+        return None
+    size = official.size or OFFICIAL_SIZE_ESTIMATES.get(method)
+    size_text = f", {'' if official.size else 'about '}{size / 1e6:,.0f} MB" if size else ""
+    shape = ", ".join(f"{k} {v}" for k, v in sorted(config.items()) if k in wanted)
+    return (
+        f"{method} is running on compact weights ({shape}), not on its official checkpoint, which exists: "
+        f"{official.homepage}, licence {official.licence}{size_text}; to use it: facerestore weights fetch {method}"
+    )
 
 
 def _review_faces(computed: Computed) -> list[ReviewFace]:
@@ -359,6 +471,8 @@ def _fail(report: ImageReport, path: Path, exc: BaseException) -> None:
         report.error = f"{path}: {exc}; the photo was left as it was"
     elif isinstance(exc, DictionaryError):
         report.reason, report.error = "references", str(exc)
+    elif isinstance(exc, PhotoRefused):
+        report.reason, report.error = exc.reason, f"{path}: {exc}"
     elif isinstance(exc, MemoryError):
         report.reason, report.error = "out-of-memory", f"{path}: not enough memory to restore this photo"
     else:

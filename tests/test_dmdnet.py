@@ -22,14 +22,7 @@ from facerestore_cli.weights import CheckpointError, import_checkpoint, load_wei
 TINY = D.Config(ngf=8, banks=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny networks' tensors are too small to share between threads; on a busy machine every
-    parallel op would wait for a second thread to be scheduled (measured: 156 s instead of 18 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------ landmarks

@@ -35,15 +35,7 @@ def golden():
     return shared_path("golden", "dmdnet")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the golden numbers do not depend on it (the official run was bitwise equal
-    with 1 and 2 threads), and on a machine shared with other jobs two threads made this file slower
-    (69 s against 39 s here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def read_official(path) -> torch.Tensor:
@@ -132,7 +124,7 @@ def run(golden, restorer):
     model = restorer.model
     x = restorer.to_tensor(lq_rgb[None])
     boxes = torch.from_numpy(restorer.boxes(lq_marks[None]))
-    dictionary = restorer.encode_references(ref_rgb, ref_marks)
+    dictionary = {k: torch.from_numpy(v) for k, v in restorer.encode_references(ref_rgb, ref_marks).items()}
     generic01 = restorer.restore(lq_rgb[None], lq_marks[None])  # (1, 512, 512, 3) in [0, 1]
     with torch.inference_mode():
         fused = model.uses_fused_path(x)

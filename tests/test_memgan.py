@@ -24,15 +24,7 @@ from facerestore_cli.models.memgan import (
 )
 from facerestore_cli.models.stylegan2 import StyleConv, ToRGB, decoder_layout, resolutions
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these models are small, and on a shared machine two OpenMP threads that
-    wait for each other made the tiny-model tests twenty times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = Config(width=1 / 32, size=32, memory_scales=(4, 8, 16, 32))

@@ -18,12 +18,7 @@ from facerestore_cli.weights import load_weights, save_weights
 REGISTERED = sorted(methods())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_registry_holds_both_papers_models():

@@ -40,12 +40,7 @@ def faces_dir(tmp_path_factory, astronaut_rgb) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def dmd_options(faces_dir: Path, tmp_path: Path, **kw) -> DMDNetTrainOptions:

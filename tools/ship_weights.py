@@ -1,7 +1,13 @@
-"""Turn a finished training run into the shipped compact weights and their MANIFEST.json entry.
+"""Turn a finished training run into the shipped compact weights, their ONNX graphs, and their
+MANIFEST.json entries.
 
     python tools/ship_weights.py dmdnet /work/train/dmdnet-compact.safetensors \
         --command "facerestore train dmdnet ..." [--command "..."]
+    python tools/ship_weights.py dmdnet --onnx-only     # re-export the graphs of the shipped file
+
+The ONNX graphs (``weights/<stem>.<graph>.onnx``, see ``facerestore_cli/weights/onnx.py``) are exported
+from the shipped file itself, so they hold exactly its numbers; each gets a manifest entry with its own
+sha256 and the weights' sha256, opset and exporter version, which is what the runtime checks.
 
 The training run's own metadata (config, steps, wall time, validation figures) goes into the manifest
 with the exact commands that produced the file (a run resumed with a changed schedule lists each one).
@@ -15,7 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
-from facerestore_cli.weights import file_sha256, load_weights, save_weights, update_manifest
+from facerestore_cli.weights import file_sha256, load_weights, locate_weights, save_weights, update_manifest
+from facerestore_cli.weights.onnx import export_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "../shared/data/train-faces"
@@ -63,16 +70,31 @@ def ship(method: str, trained: Path, commands: list[str], notes: str | None) -> 
     if notes:
         entry["notes"] = notes
     update_manifest(out.parent, name, entry)
+    ship_onnx(method)
     return entry
+
+
+def ship_onnx(method: str) -> dict[str, str]:
+    """Export every ONNX graph of the shipped ``<method>-compact.safetensors`` next to it; graph -> sha256."""
+    folder = REPO / "weights"
+    location = locate_weights(method, folder / f"{method}-compact.safetensors")
+    files = export_onnx(method, location, folder=folder)
+    return {graph: file_sha256(path, use_cache=False) for graph, path in files.paths.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("method", choices=["dmdnet", "memgan"])
-    parser.add_argument("trained", type=Path)
-    parser.add_argument("--command", action="append", required=True, help="a command of the run, in order")
+    parser.add_argument("trained", type=Path, nargs="?")
+    parser.add_argument("--command", action="append", help="a command of the run, in order")
     parser.add_argument("--notes")
+    parser.add_argument("--onnx-only", action="store_true", help="only (re-)export the shipped file's ONNX graphs")
     args = parser.parse_args()
+    if args.onnx_only:
+        print(json.dumps(ship_onnx(args.method), indent=1))
+        return
+    if args.trained is None or not args.command:
+        parser.error("a trained file and at least one --command are needed (or --onnx-only)")
     entry = ship(args.method, args.trained, args.command, args.notes)
     print(json.dumps({k: entry[k] for k in ("sha256", "size", "method")}, indent=1))
 

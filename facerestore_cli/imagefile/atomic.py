@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -110,6 +112,43 @@ def atomic_write(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+#: The temporary names :func:`atomic_write` creates: ``.<name>.<8 hex digits>.tmp``.
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
+#: A temporary file untouched for this long cannot belong to a write still under way (a write updates
+#: its file's mtime with every chunk, and the rename follows the last one within seconds), so another
+#: run writing into the same folder at the same time never loses its temporary file.
+STALE_AFTER_S = 30.0
+
+
+def remove_stale_temporaries(folder: Path, started: float | None = None) -> list[Path]:
+    """Delete the temporary files an earlier, killed run of :func:`atomic_write` left in ``folder``.
+
+    SIGKILL, a power cut or an OOM kill give the writer no chance to clean up, so ``.<name>.<hex>.tmp``
+    files stay behind. Only files of exactly that naming, regular (not symlinks), owned by this user
+    (POSIX) and last modified before ``started`` (the run's start, ``time.time()``; default now) minus
+    :data:`STALE_AFTER_S` are removed. Returns the removed paths; an unreadable folder removes nothing.
+    """
+    limit = (time.time() if started is None else started) - STALE_AFTER_S
+    removed: list[Path] = []
+    try:
+        with os.scandir(folder) as entries:
+            candidates = [e for e in entries if TEMPORARY_NAME.match(e.name)]
+    except OSError:
+        return removed
+    for entry in candidates:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= limit:
+                continue
+            if hasattr(os, "getuid") and st.st_uid != os.getuid():
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return sorted(removed)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -57,6 +57,16 @@ class MethodSpec:
     network: str
     #: the smallest config that runs (for tests over every registered method)
     tiny_config: Callable[[], Any]
+    #: the ONNX graphs the method exports (plain names, so that finding the files needs no torch): a method
+    #: that reads references has ``generic``, ``specific`` and ``encode``, any other ``restore``
+    onnx_graphs: tuple[str, ...] = ()
+    #: the module implementing ``onnx_graph(model, graph, dtype)`` (see ``models/onnx_export.py``)
+    onnx_export: str | None = None
+
+    @property
+    def exporter(self) -> Any:
+        """The module that describes this method's ONNX graphs (imports torch); ``None`` if it has none."""
+        return importlib.import_module(self.onnx_export) if self.onnx_export else None
 
     @property
     def module(self) -> Any:

@@ -10,7 +10,7 @@ _D, _P = "facerestore_cli.references.dictionary", "facerestore_cli.references.pe
 _EXPORTS = {
     "CompiledDictionary": _D, "DictionaryCache": _D, "DictionaryError": _D, "Embedder": _D,
     "compile_dictionary": _D, "dictionary_key": _D, "dictionary_settings": _D, "reference_files": _D,
-    "PeopleIndex": _P, "Person": _P, "Route": _P, "person_folders": _P,
+    "PeopleIndex": _P, "Person": _P, "Route": _P, "folders_to_compile": _P, "person_folders": _P,
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

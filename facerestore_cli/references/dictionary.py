@@ -26,29 +26,27 @@ from typing import Any, Protocol
 import numpy as np
 
 from facerestore_cli.album import discover_inputs
+from facerestore_cli.defaults import cache_root
 from facerestore_cli.face.identity import DLIB_OUTLIER_DISTANCE
 from facerestore_cli.imagefile import ImageFileError, load_photo, rgb8
 from facerestore_cli.weights import WeightsError, read_safetensors_metadata
 
 #: Bump when what a dictionary file contains or how references are prepared changes.
-DICTIONARY_FORMAT = 1
+#: 2: a group photo (a second face at least :data:`GROUP_FACE_RATIO` of the largest) is rejected.
+DICTIONARY_FORMAT = 2
 #: A reference face smaller than this (longest box side, photo pixels) has too little detail to help.
 MIN_REFERENCE_FACE = 96
-#: A second face at least this fraction of the largest one's size makes a photo ambiguous.
+#: A second face at least this fraction of the largest one's size makes a photo ambiguous: even with
+#: ``allow_groups`` nobody can tell whose reference it is.
 SECOND_FACE_RATIO = 0.6
+#: Another face at least this fraction of the largest one's size makes a photo a group photo, rejected
+#: unless ``allow_groups``: a 6-face selfie's second face is 0.52 of the selfie-taker's, and a wrong
+#: largest face (a detector's miss) would give the person somebody else's features. Smaller faces (far
+#: in the background) do not count.
+GROUP_FACE_RATIO = 0.25
 #: A reference further than this (dlib distance) from the others' median embedding is an outlier
 #: (dlib's; the pipeline passes its embedder's own ``outlier_distance``).
 OUTLIER_DISTANCE = DLIB_OUTLIER_DISTANCE
-
-
-def cache_root() -> Path:
-    """``$FACERESTORE_CACHE``, else ``$XDG_CACHE_HOME/facerestore``, else ``~/.cache/facerestore``."""
-    env = os.environ.get("FACERESTORE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "facerestore"
 
 
 class Embedder(Protocol):
@@ -122,7 +120,7 @@ class DictionaryCache:
             from safetensors import safe_open
 
             try:
-                with safe_open(str(path), framework="pt") as f:
+                with safe_open(str(path), framework="np") as f:
                     tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
             except Exception:  # a damaged entry is rebuilt, never trusted
                 tensors = {}
@@ -168,11 +166,11 @@ class DictionaryCache:
 
     def save(self, key: str, tensors: dict[str, Any], metadata: dict[str, str]) -> Path:
         """Write an entry atomically, with its key and the digest of its tensors in the metadata."""
-        from safetensors.torch import save_file
+        from safetensors.numpy import save_file
 
         self.check_writable()
         path = self.path_for(key)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        tensors = {k: as_array(v) for k, v in tensors.items()}
         metadata = {**metadata, "key": key, "tensors_sha256": tensors_digest(tensors)}
         # the project's one atomic writer: a crash mid-save leaves the old entry or none, never half of one
         from facerestore_cli.imagefile import atomic_write
@@ -242,13 +240,14 @@ def file_digests(files: list[Path]) -> list[str]:
     return [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in files]
 
 
-def dictionary_settings(detector: str, embedder: str) -> str:
+def dictionary_settings(detector: str, embedder: str, allow_groups: bool = False) -> str:
     """The preparation settings that change a dictionary (part of its cache key).
 
     ``embedder`` is the embedder's canonical name (``identity.resolve_embedder``): it decides which
-    references are rejected as outliers and the space the stored centroid lives in.
+    references are rejected as outliers and the space the stored centroid lives in. ``allow_groups``
+    lets group photos in (their largest face), so it keys the dictionary too.
     """
-    return f"detector={detector};embedder={embedder}"
+    return f"detector={detector};embedder={embedder}" + (";groups=allowed" if allow_groups else "")
 
 
 def dictionary_key(files: list[Path], weights_sha256: str, settings: str = "", digests: list[str] | None = None) -> str:
@@ -261,15 +260,24 @@ def dictionary_key(files: list[Path], weights_sha256: str, settings: str = "", d
     return h.hexdigest()[:32]
 
 
+def as_array(value: Any) -> np.ndarray:
+    """A dictionary tensor as a contiguous NumPy array (a torch restorer's CPU tensors, or arrays).
+
+    Dictionaries are NumPy from encoding to the cache and back, so that the onnxruntime path, which
+    reads and writes them, never needs torch; the torch restorer converts them on its device.
+    """
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.ascontiguousarray(value)
+
+
 def tensors_digest(tensors: dict[str, Any]) -> str:
     """sha256 over names, dtypes, shapes and bytes of a dictionary's tensors (order-free)."""
-    import torch
-
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = as_array(tensors[name])
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.tobytes())
     return h.hexdigest()
 
 
@@ -292,13 +300,16 @@ def prepare_references(
     outlier_distance: float = OUTLIER_DISTANCE,
     unit_vectors: bool = False,
     digests: list[str] | None = None,
+    allow_groups: bool = False,
 ) -> tuple[list[PreparedFace], list[ReferenceReport]]:
     """Choose the usable references in ``files`` and say why the others were rejected.
 
     ``detect(rgb) -> faces``, ``align(rgb, face) -> (crop, landmarks68)`` and ``embed(crop, lm)`` are
     the pipeline's own stages, so references are prepared exactly like the faces they will help.
     ``unit_vectors``: the embeddings are directions (insightface), so the others' median is rescaled to
-    unit length before the distance is taken.
+    unit length before the distance is taken. A group photo is rejected (the README promises references
+    that show only the person) unless ``allow_groups``, which takes its largest face when that face is
+    clearly the largest (:data:`SECOND_FACE_RATIO`).
     """
     reports: list[ReferenceReport] = []
     prepared: list[tuple[int, PreparedFace]] = []
@@ -315,8 +326,15 @@ def prepare_references(
         if not faces:
             report.reason = "no face found"
             continue
-        if len(faces) > 1 and faces[1].size >= SECOND_FACE_RATIO * faces[0].size:
-            report.reason = f"{len(faces)} faces: a reference photo must show only the person"
+        others = [f for f in faces[1:] if f.size >= GROUP_FACE_RATIO * faces[0].size]
+        if others and (not allow_groups or others[0].size >= SECOND_FACE_RATIO * faces[0].size):
+            n = len(others) + 1
+            report.reason = (
+                f"{n} faces of similar size: nobody can tell whose reference it is"
+                if allow_groups
+                else f"{n} faces: a reference photo must show only the person (--allow-groups takes the "
+                "largest face of a group photo)"
+            )
             continue
         face = faces[0]
         report.face_size = round(float(face.size), 1)
@@ -356,6 +374,7 @@ def compile_dictionary(
     settings: str = "",
     force: bool = False,
     name: str | None = None,
+    allow_groups: bool = False,
 ) -> CompiledDictionary:
     """Compile (or load from the cache) the dictionary of the person photographed in ``folder``.
 
@@ -363,9 +382,9 @@ def compile_dictionary(
     person's photos does not leave stale dictionaries behind. The embedder's name (put it in
     ``settings`` too) is recorded with the entry, and an entry recorded with another embedder is never
     returned. Without an embedder no reference is checked against the others and no centroid is stored.
+    ``allow_groups`` lets group photos in (see :func:`prepare_references`); give the same to
+    :func:`dictionary_settings` for ``settings``, so such a dictionary has its own cache entry.
     """
-    import torch
-
     embed = embedder.embed if embedder is not None else None
     outlier_distance = embedder.outlier_distance if embedder is not None else OUTLIER_DISTANCE
     unit_vectors = bool(embedder.unit_vectors) if embedder is not None else False
@@ -389,24 +408,25 @@ def compile_dictionary(
             refs = _current_names(json.loads(meta.get("references", "[]")), files, digests)
             return CompiledDictionary(
                 name=name, key=key, path=cache.path_for(key), tensors=tensors,
-                centroid=None if centroid is None else centroid.numpy(), references=refs, from_cache=True,
+                centroid=centroid, references=refs, from_cache=True,
                 seconds=time.perf_counter() - started, embedder=meta.get("embedder") or None,
             )  # fmt: skip
     prepared, reports = prepare_references(
-        files, detect, align, embed, outlier_distance=outlier_distance, unit_vectors=unit_vectors, digests=digests
-    )
+        files, detect, align, embed, outlier_distance=outlier_distance, unit_vectors=unit_vectors, digests=digests,
+        allow_groups=allow_groups,
+    )  # fmt: skip
     if not prepared:
         reasons = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in reports)
         raise DictionaryError(f"{folder}: no usable reference photo ({reasons})")
     crops = np.stack([p.crop for p in prepared])
     marks = np.stack([p.landmarks68 for p in prepared])
-    tensors = encode(crops, marks)
+    tensors = {k: as_array(v) for k, v in encode(crops, marks).items()}
     centroid = None
     store = dict(tensors)
     if embed is not None:
         centroid = np.mean([p.embedding for p in prepared], axis=0)
         centroid = (_unit(centroid) if unit_vectors else centroid).astype(np.float32)
-        store["_centroid"] = torch.from_numpy(centroid)
+        store["_centroid"] = centroid
     meta = {
         "format": str(DICTIONARY_FORMAT),
         "person": name,

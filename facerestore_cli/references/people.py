@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from facerestore_cli.face.identity import DLIB_MARGIN, DLIB_THRESHOLD, cosine_similarity
-from facerestore_cli.references.dictionary import CompiledDictionary, DictionaryError
+from facerestore_cli.references.dictionary import CompiledDictionary, DictionaryError, reference_files
 
 #: Largest dlib distance between a face and a person's centroid that still counts as that person.
 DEFAULT_THRESHOLD = DLIB_THRESHOLD
@@ -58,15 +58,75 @@ class Route:
     dictionary: CompiledDictionary | None = None
 
 
-def person_folders(root: Path) -> list[Path]:
-    """The person sub-folders of a people folder (hidden ones skipped), sorted by name."""
+def person_folders(root: Path, on_warning: Callable[[str], None] | None = None) -> list[Path]:
+    """The person sub-folders of a people folder, sorted by name.
+
+    Hidden folders are skipped, and so are symlinks that lead out of the people folder (to ``.``, a
+    parent, or elsewhere): a link to ``.`` would make the whole people folder one more "person", and a
+    link outside compiles photos nobody put there. Photos at the top level belong to nobody; they are
+    left out with a warning, and the person folders are compiled all the same. ``on_warning`` gets
+    what was left out (default: nothing is said).
+    """
     root = Path(root)
     if not root.is_dir():
         raise DictionaryError(f"--people {root}: not a folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    say = on_warning or (lambda _m: None)
+    inside = root.resolve()
+    folders = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        if p.is_symlink():
+            target = p.resolve()
+            if target == inside or inside not in target.parents:
+                say(f"skipping {p}: a symlink to {target}, outside the people folder {root}")
+                continue
+        folders.append(p)
     if not folders:
         raise DictionaryError(f"--people {root}: no person folders inside (expected e.g. {root}/alice/)")
+    strays = reference_files(root)
+    if strays:
+        say(
+            f"{root}: {len(strays)} photo(s) at the top level belong to no person and are not used "
+            f"(e.g. {strays[0].name}; put them in a person's folder); compiling the person folders"
+        )
     return folders
+
+
+def folders_to_compile(folder: Path, on_warning: Callable[[str], None] | None = None) -> list[Path]:
+    """What ``build-dict FOLDER`` compiles: ``folder`` itself when it is a person's, else its people.
+
+    A folder of photos is a person; one of person folders is a people folder, even with a stray photo
+    at its top: that photo must not turn it into one person and hide ``alice/`` and ``bob/``. Which it
+    is goes by what holds more photos' worth of people: more top-level photos than person folders with
+    photos is a person (its sub-folders are named as unused), else a people folder (the stray photos
+    are named as unused). Raises ``DictionaryError`` for a folder with neither.
+    """
+    say = on_warning or (lambda _m: None)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DictionaryError(f"{folder} is not a folder")
+    warnings: list[str] = []
+    try:
+        people = person_folders(folder, on_warning=warnings.append)
+    except DictionaryError:
+        people = []
+    photos = reference_files(folder)
+    with_photos = [p for p in people if reference_files(p)]
+    if photos and len(photos) > len(with_photos):
+        if with_photos:
+            names = ", ".join(p.name for p in with_photos)
+            say(f"{folder}: compiled as one person's folder; its sub-folders {names} are not used (give them to "
+                "build-dict themselves)")  # fmt: skip
+        return [folder]
+    if not people:
+        raise DictionaryError(
+            f"{folder}: no reference photos in it, and no person folders either (a person's folder holds "
+            f"their photos; a people folder holds one folder per person, e.g. {folder / 'alice'})"
+        )
+    for message in warnings:
+        say(message)
+    return people
 
 
 class PeopleIndex:
@@ -110,10 +170,12 @@ class PeopleIndex:
         margin: float = DEFAULT_MARGIN,
         embedder: str | None = None,
         on_error: Callable[[Path, Exception], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ) -> PeopleIndex:
-        """Compile (or load from the cache) every person folder under ``root``."""
+        """Compile (or load from the cache) every person folder under ``root`` (``on_warning``: what
+        :func:`person_folders` left out)."""
         people = []
-        for folder in person_folders(root):
+        for folder in person_folders(root, on_warning):
             try:
                 people.append(Person(folder.name, folder, compile_person(folder)))
             except DictionaryError as exc:

@@ -33,8 +33,8 @@ arbitrary pickled Python objects is refused, never executed. Everything else is 
 
 from __future__ import annotations
 
-# Layers, each importing only those before it: errors, files, manifest, lookup, then checkpoint, download
-# and verify. Nothing inside the package imports this facade.
+# Layers, each importing only those before it: errors, files, manifest, lookup, then checkpoint, download,
+# onnx and verify. Nothing inside the package imports this facade.
 #
 # The names are looked up where they are defined, so a test that replaces one must patch that module,
 # e.g. ``monkeypatch.setattr(weights.lookup, "project_weights_dirs", ...)`` or ``weights.files._hash_cache``;
@@ -88,6 +88,7 @@ from facerestore_cli.weights.manifest import (
     update_manifest,
     write_manifest,
 )
+from facerestore_cli.weights.onnx import OnnxFiles, export_onnx, find_onnx
 from facerestore_cli.weights.verify import VerifyResult, verify_all
 
 __all__ = [
@@ -99,6 +100,7 @@ __all__ = [
     "DownloadError",
     "ImportResult",
     "LoadedWeights",
+    "OnnxFiles",
     "SearchPlace",
     "VerifyResult",
     "WeightsError",
@@ -106,8 +108,10 @@ __all__ = [
     "WeightsLocation",
     "WeightsNotFound",
     "download",
+    "export_onnx",
     "fetch",
     "file_sha256",
+    "find_onnx",
     "import_checkpoint",
     "initialise_from_stylegan2",
     "list_weights",

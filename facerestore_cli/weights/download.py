@@ -13,6 +13,7 @@ import http.client
 import logging
 import os
 import re
+import socket
 import sys
 import time
 import urllib.error
@@ -34,9 +35,18 @@ log = logging.getLogger(__name__)
 class _Retry(Exception):
     """A transient failure: try again (resuming when possible)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, unresolved: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        #: the host name did not resolve: offline, or a typo; worth a short retry only
+        self.unresolved = unresolved
+
+
+#: A host name that does not resolve is retried this many times, 1 s apart, and never past
+#: :data:`UNRESOLVED_BUDGET_S` after the first failure: offline (or with a typo in the URL) nothing
+#: comes of backing off for half a minute, yet a resolver that hiccups once gets its second chance.
+UNRESOLVED_RETRIES = 2
+UNRESOLVED_BUDGET_S = 5.0
 
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -147,6 +157,7 @@ def download(
     state: dict[str, Any] = {"validator": None, "total": expected_size}
     failures = 0
     best = part.stat().st_size if part.exists() else 0
+    unresolved_since: float | None = None
     with _Progress(progress, dest.name) as bar:
         while True:
             try:
@@ -156,6 +167,18 @@ def download(
                 size = part.stat().st_size if part.exists() else 0
                 failures = 0 if size > best else failures + 1  # new bytes: not a wasted retry
                 best = max(best, size)
+                if exc.unresolved:
+                    unresolved_since = unresolved_since or time.monotonic()
+                    spent = time.monotonic() - unresolved_since
+                    if failures > min(retries, UNRESOLVED_RETRIES) or spent + 1.0 > UNRESOLVED_BUDGET_S:
+                        host = urllib.parse.urlsplit(url).hostname
+                        raise DownloadError(
+                            f"downloading {url}: the host name {host} does not resolve "
+                            "(no network here, or a typo in the URL?)"
+                        ) from exc
+                    log.warning("%s: %s; retrying in 1 s", url, exc)
+                    time.sleep(1.0)
+                    continue
                 if failures > retries:
                     kept = f" Run it again to resume from the {size} bytes kept in {part}." if size else ""
                     raise DownloadError(
@@ -242,7 +265,7 @@ def _download_once(
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, str) and "unknown url type" in reason:
             raise DownloadError(f"{url}: {reason}") from None
-        raise _Retry(f"request failed: {reason}") from None
+        raise _Retry(f"request failed: {reason}", unresolved=isinstance(reason, socket.gaierror)) from None
 
     with response:
         status = response.status
@@ -351,16 +374,22 @@ def fetch(
     is_official = official is not None and source_url == official.url
     dest_dir = Path(dest_dir).expanduser() if dest_dir is not None else user_weights_dir()
     downloaded = dest_dir / "downloads" / _url_file_name(source_url, method)
-    download(
-        source_url,
-        downloaded,
-        sha256=official.sha256 if is_official else None,
-        expected_size=official.size if is_official else None,
-        timeout=timeout,
-        retries=retries,
-        progress=progress,
-        backoff=backoff,
-    )
+    try:
+        download(
+            source_url,
+            downloaded,
+            sha256=official.sha256 if is_official else None,
+            expected_size=official.size if is_official else None,
+            timeout=timeout,
+            retries=retries,
+            progress=progress,
+            backoff=backoff,
+        )
+    except DownloadError as exc:  # offline, or a server that will not serve it: the file can come another way
+        raise DownloadError(
+            f"{exc}\nWithout a connection from here: download {source_url} on another machine, copy it here "
+            f"and run: facerestore weights import {downloaded.name} --method {method}"
+        ) from exc
     try:
         result = import_checkpoint(downloaded, method, dest_dir, extra_metadata={"source_url": source_url})
     except CheckpointError as exc:

@@ -49,10 +49,13 @@ SPEC = register_method(
         ),
         network=__name__ + ".network",
         tiny_config=lambda: Config(ngf=8, banks=4),
+        onnx_graphs=("generic", "specific", "encode"),
+        onnx_export=__name__ + ".export",
     )
 )
 
 _NETWORK = __name__ + ".network"
+_BOXES = __name__ + ".boxes"  # torch-free: the onnxruntime restorer computes boxes without torch
 _EXPORTS = {
     name: _NETWORK
     for name in (
@@ -61,4 +64,6 @@ _EXPORTS = {
         "infer_config", "mem_buffer_name", "part_size", "read_memory",
     )
 }  # fmt: skip
+_EXPORTS.update({name: _BOXES for name in ("BOX_ORDER", "PARTS", "PART_SIZES", "SCALES", "box_problem",
+                                           "component_boxes", "part_size")})  # fmt: skip
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -26,22 +26,20 @@ import functools
 import math
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facerestore_cli.models.dmdnet import Config
+from facerestore_cli.models.dmdnet.boxes import (  # noqa: F401 (component_boxes, PART_SIZES: re-exported)
+    BOX_ORDER,
+    PART_SIZES,
+    PARTS,
+    SCALES,
+    component_boxes,
+    part_size,
+)
 from facerestore_cli.models.registry import ConversionError
-
-#: Components the network uses, in the official paste order (later ones overwrite earlier ones).
-PARTS = ("LE", "RE", "MO")
-#: Feature scales by their spatial size and the stride from the 512 input.
-SCALES = ((256, 2), (128, 4), (64, 8))
-#: Official part sizes at 512 for LE, RE, NO, MO; crops are size // stride (the nose is never used).
-PART_SIZES = {"LE": 80, "RE": 80, "NO": 50, "MO": 110}
-#: The official code computes the nose box but never reads it; boxes keep it for exact parity.
-BOX_ORDER = ("LE", "RE", "NO", "MO")
 
 SpecificDictionary = dict[str, Tensor]
 """18 tensors ``{LE,RE,MO}{256,128,64}{Key,Value}``: (R, C, t, t) for R references, or (B, R, C, t, t)
@@ -306,40 +304,7 @@ class UpResBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Component boxes
-
-
-def component_boxes(landmarks: np.ndarray) -> np.ndarray:
-    """Official ``get_component_location``: (4, 4) int boxes ``[x1, y1, x2, y2]`` for LE, RE, NO, MO.
-
-    Reproduces the official arithmetic exactly: clamp the 68 points to [8, 504], float64 geometry,
-    only the mouth's x2/y2 clamped (to 510), then truncation toward zero.
-    """
-    lm = np.array(landmarks, dtype=np.float64).reshape(68, 2)
-    lm = np.clip(lm, 8, 504)
-
-    def eye(eye_idx: slice, brow_idx: slice) -> list[float]:
-        pts = lm[eye_idx]
-        m = pts.mean(axis=0)
-        top = np.concatenate([lm[brow_idx], pts])[:, 1].min()
-        l1 = (m[1] - top) * 1.3
-        l2 = l1 / 1.9
-        s = l1 + l2
-        return [m[0] - s / 2 + 1, m[1] - l1 + 1, m[0] + s / 2, m[1] + l2]
-
-    le = eye(slice(36, 42), slice(17, 22))
-    re = eye(slice(42, 48), slice(22, 27))
-    nose = lm[29:36]
-    nm = nose.mean(axis=0)
-    n1 = max(nm[0] - lm[31, 0], lm[35, 0] - nm[0]) * 1.25
-    n2 = (lm[33, 1] - nm[1]) * 1.1
-    no = [nm[0] - n1 + 1, nm[1] - (2 * n1 - n2) + 1, nm[0] + n1, nm[1] + n2]
-    mouth = lm[48:68]
-    mm = mouth.mean(axis=0)
-    ptp = mouth.max(axis=0) - mouth.min(axis=0)
-    half = max(max(ptp[0], ptp[1]) / 2, 16) * 1.1
-    mo = [mm[0] - half + 1, mm[1] - half + 1, min(mm[0] + half, 510), min(mm[1] + half, 510)]
-    return np.array([le, re, no, mo], dtype=np.float64).astype(int)
+# Component boxes (computed by .boxes, without torch)
 
 
 def _check_boxes(boxes: Tensor, batch: int) -> Tensor:
@@ -365,10 +330,6 @@ def _crop(feat: Tensor, box: Tensor, stride: int, size: int) -> Tensor:
     if patch.shape[-1] == 0 or patch.shape[-2] == 0:
         raise ValueError("empty component crop: the landmarks put a facial part outside the face")
     return F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def part_size(part: str, stride: int) -> int:
-    return PART_SIZES[part] // stride
 
 
 # --------------------------------------------------------------------------------------------------

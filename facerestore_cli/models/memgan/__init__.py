@@ -105,6 +105,8 @@ SPEC = register_method(
         official=None,
         network=__name__ + ".network",
         tiny_config=lambda: Config(width=1 / 32, size=32, memory_scales=(4, 8, 16, 32)),
+        onnx_graphs=("restore",),
+        onnx_export=__name__ + ".network",
     )
 )
 

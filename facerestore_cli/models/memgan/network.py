@@ -97,7 +97,9 @@ class MemoryBank(nn.Module):
             mem = self.memory.to(torch.float32, copy=True)
             feats_n = F.normalize(feats, dim=1)
             mem_n = F.normalize(mem, dim=1)
-            step = max(1, self.chunk_elements // self.num_slots)
+            # Exported graphs read every position at once: chunk bounds would be traced as constants of
+            # the example batch, so a larger batch would be read only in part.
+            step = feats.shape[0] if torch.onnx.is_in_onnx_export() else max(1, self.chunk_elements // self.num_slots)
             outs, votes = [], []
             for start in range(0, feats.shape[0], step):
                 sim = feats_n[start : start + step] @ mem_n.t()  # eq. 1
@@ -292,6 +294,22 @@ class MemGAN(nn.Module):
 
 def build(config: Config) -> MemGAN:
     return MemGAN(config)
+
+
+#: MemGAN's ONNX graphs (:mod:`facerestore_cli.models.onnx_export`): the face alone in, the face out.
+GRAPHS = ("restore",)
+
+
+def onnx_graph(model: MemGAN, graph: str, dtype: torch.dtype = torch.float32) -> dict[str, object]:
+    """The module, example input, names and dynamic batch axis of MemGAN's one ONNX graph (eval mode:
+    the stored noise maps, no memory update)."""
+    if graph not in GRAPHS:
+        raise ValueError(f"MemGAN has no ONNX graph {graph!r}; it has {', '.join(GRAPHS)}")
+    size = model.config.size
+    return {
+        "module": model, "args": (torch.zeros(1, 3, size, size, dtype=dtype),), "inputs": ["lq"],
+        "outputs": ["out"], "dynamic": {"lq": {0: "batch"}, "out": {0: "batch"}},
+    }  # fmt: skip
 
 
 def _fan_in_dim(key: str) -> int | None:
