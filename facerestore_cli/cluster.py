@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import socket
 import sys
@@ -44,6 +43,7 @@ from rich.markup import escape
 
 from facerestore_cli.album import InputItem, OutputPlan
 from facerestore_cli.engine import FaceRestorer
+from facerestore_cli.imagefile.atomic import TEMPORARY_NAME
 from facerestore_cli.options import ClusterOptions, RestoreOptions
 from facerestore_cli.report import FaceReport, ImageReport, ReportWriter, Summary
 from facerestore_cli.runner import AlbumRunner
@@ -59,8 +59,6 @@ MAX_TASK_RETRIES = 3
 MAX_BLOCKS = 10_000
 #: The signals that stop a run (the CLI turns them into KeyboardInterrupt), where the platform has them.
 _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-#: ``atomic_write``'s temporary names: ``.<name>.<8 hex digits>.tmp``.
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 
 
 class ClusterError(RuntimeError):
@@ -133,7 +131,7 @@ def _temporaries_of(output: Path, save_faces: bool) -> list[Path]:
         try:
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    m = _TEMPORARY.match(entry.name)
+                    m = TEMPORARY_NAME.match(entry.name)
                     if m and (wanted is None or m.group("name") in wanted) and entry.is_file(follow_symlinks=False):
                         found.append(Path(entry.path))
         except OSError:
