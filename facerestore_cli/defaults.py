@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "DEFAULT_MIN_FACE",
     "cache_root",
+    "default_cache_root",
 ]
 
 DEFAULT_METHOD = "dmdnet"
@@ -35,10 +36,14 @@ DEFAULT_JPEG_QUALITY = 95
 
 
 def cache_root() -> Path:
-    """``$FACERESTORE_CACHE``, else ``$XDG_CACHE_HOME/facerestore``, else ``~/.cache/facerestore``."""
+    """``$FACERESTORE_CACHE``, else :func:`default_cache_root`."""
     env = os.environ.get("FACERESTORE_CACHE")
-    if env:
-        return Path(env).expanduser()
+    return Path(env).expanduser() if env else default_cache_root()
+
+
+def default_cache_root() -> Path:
+    """The cache a run uses without ``$FACERESTORE_CACHE``: ``$XDG_CACHE_HOME/facerestore``, else
+    ``~/.cache/facerestore``."""
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
     return base / "facerestore"

@@ -13,10 +13,10 @@ Every converted copy is checked against dlib itself before it is used (:func:`co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerestore_cli.defaults import cache_root
+from facerestore_cli.defaults import cache_root, default_cache_root
 from facerestore_cli.face.dlib_models import dlib_model_path
 from facerestore_cli.imagefile import ImageFileError, atomic_write
 
@@ -222,12 +222,7 @@ def _cache_dirs(path: Path) -> list[Path]:
     own ``$FACERESTORE_CACHE`` (tests, one-off scripts) still finds the copy made by earlier runs."""
     name = f"landmarks/{path.stem}-{_fingerprint(path)}"
     folders = [cache_root() / name]
-    saved = os.environ.pop("FACERESTORE_CACHE", None)
-    try:
-        default = cache_root() / name
-    finally:
-        if saved is not None:
-            os.environ["FACERESTORE_CACHE"] = saved
+    default = default_cache_root() / name
     return folders if default == folders[0] else [*folders, default]
 
 
@@ -278,7 +273,7 @@ def cached_shape_model(path: Path | None = None, *, build: bool = True) -> Shape
     with _lock:
         if path in _loaded:
             return _loaded[path]
-        fields = ("initial_shape", "split_idx", "split_thresh", "leaves", "anchor", "deltas")
+        fields = [f.name for f in dataclasses.fields(ShapeModel)]
         model = None
         folders = _cache_dirs(path)
         for folder in folders:
