@@ -18,6 +18,7 @@ All in BT.601 full-range Y'CbCr (JPEG's), in 8-bit levels for thresholds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -48,11 +49,24 @@ _YCC_TO_RGB = np.linalg.inv(_RGB_TO_YCC.astype(np.float64)).astype(np.float32)
 
 def to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """Float RGB (any scale) -> Y, Cb, Cr in the same scale, chroma centred on 0."""
-    return rgb.astype(np.float32, copy=False) @ _RGB_TO_YCC.T
+    return _transform(rgb, _RGB_TO_YCC)
 
 
 def from_ycbcr(ycc: np.ndarray) -> np.ndarray:
-    return ycc @ _YCC_TO_RGB.T
+    return _transform(ycc, _YCC_TO_RGB)
+
+
+def _transform(pixels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``pixels @ matrix.T`` over the last axis (3 channels), in float32.
+
+    OpenCV's per-pixel transform is 5-10x faster than NumPy's matmul, which does not use BLAS for an
+    inner dimension of 3; the two agree to float32 rounding.
+    """
+    px = np.ascontiguousarray(pixels, dtype=np.float32)
+    if px.ndim < 2 or px.shape[-1] != 3 or px.size == 0:
+        return px @ matrix.T
+    flat = px.reshape(-1, 1, 3)
+    return cv2.transform(flat, matrix).reshape(px.shape)
 
 
 @dataclass(frozen=True)
@@ -87,12 +101,12 @@ GREY_TINT = 1.5
 TONED_HUE_SPREAD = 15.0
 
 
-def photo_colour(pixels: np.ndarray, *, samples: int = 250_000) -> PhotoColour:
+def photo_colour(pixels: np.ndarray, *, samples: int = 100_000) -> PhotoColour:
     """Classify a photo's colour from a sparse, regular sample of its pixels (uint8/uint16, any layout)."""
     px = np.asarray(pixels)
     if px.ndim == 2 or px.shape[2] < 3:
         return PhotoColour("grey", 0.0, 0.0, 0.0)
-    step = max(1, int(np.sqrt(px.shape[0] * px.shape[1] / samples)))
+    step = max(1, math.ceil(math.sqrt(px.shape[0] * px.shape[1] / samples)))  # at most ``samples`` pixels
     scale = 255.0 / float(np.iinfo(px.dtype).max)
     ycc = to_ycbcr(px[::step, ::step, :3].reshape(-1, 3).astype(np.float32) * np.float32(scale))
     y, chroma = ycc[:, 0], ycc[:, 1:]

@@ -39,7 +39,7 @@ from facerestore_cli.references.people import PeopleIndex, Person, Route
 from facerestore_cli.report import FaceReport
 from facerestore_cli.restore import Restorer, output_problem
 
-__all__ = ["STAGES", "FaceRestorer", "FaceWork", "PhotoResult", "RestoredFaceRejected", "StageTimer"]
+__all__ = ["STAGES", "FaceRestorer", "FaceWork", "PhotoResult", "PreparedPhoto", "RestoredFaceRejected", "StageTimer"]
 
 STAGES = ("decode", "detect", "align", "route", "restore", "paste", "encode")
 
@@ -83,6 +83,19 @@ class PhotoResult:
     regions: list[Any] = field(default_factory=list)
     #: the photo's colour kind (``colour.photo_colour``): colour, grey or toned
     colour: str = "colour"
+
+
+@dataclass
+class PreparedPhoto:
+    """A photo between :meth:`FaceRestorer.prepare` and :meth:`FaceRestorer.finish`: its faces found,
+    aligned and routed, then (after :meth:`FaceRestorer.restore_faces`) restored."""
+
+    photo: Photo
+    faces: list[FaceReport]
+    #: the faces to restore, in order (the others are only in ``faces``, with why they were skipped)
+    work: list[FaceWork]
+    #: ``--aligned``: the photo is itself the face crop
+    aligned_input: bool = False
 
 
 class StageTimer:
@@ -323,11 +336,20 @@ class FaceRestorer:
     def restore(self, photo: Photo, timer: StageTimer | None = None) -> PhotoResult:
         """Restore every selected face of an in-memory photo; the photo's metadata is kept as is.
 
+        The same as :meth:`prepare`, :meth:`restore_faces` and :meth:`finish` in turn; an album runs
+        the three in different threads, so that the model never waits for the stages around it.
         Raises :class:`RestoredFaceRejected` when the restorer's output for a face is unusable.
         """
         timer = timer or StageTimer()
+        prepared = self.prepare(photo, timer)
+        self.restore_faces(prepared, timer)
+        return self.finish(prepared, timer)
+
+    def prepare(self, photo: Photo, timer: StageTimer | None = None) -> PreparedPhoto:
+        """Everything before the model: detect, select, align, measure and route the faces."""
+        timer = timer or StageTimer()
         if self.options.input.aligned:
-            return self._restore_aligned(photo, timer)
+            return self._prepare_aligned(photo, timer)
         rgb = rgb8(photo)
         det = self.options.detect
         with timer("detect"):
@@ -341,14 +363,27 @@ class FaceRestorer:
         with timer("route"):
             work = self.assess(work)
             self.route(work)
+        return PreparedPhoto(photo=photo, faces=reports, work=work)
+
+    def restore_faces(self, prepared: PreparedPhoto, timer: StageTimer | None = None) -> None:
+        """The model, on the prepared faces (in place). Raises :class:`RestoredFaceRejected`."""
+        if not prepared.work:
+            return
+        try:
+            self._restore_faces(prepared.work, timer or StageTimer())
+        except RestoredFaceRejected as exc:
+            exc.faces = prepared.faces
+            raise
+
+    def finish(self, prepared: PreparedPhoto, timer: StageTimer | None = None) -> PhotoResult:
+        """Everything after the model: how much of each face to keep (``--strength auto``), and the paste."""
+        timer = timer or StageTimer()
+        photo, work = prepared.photo, prepared.work
         if work:
-            try:
-                self._restore_faces(work, timer)
-            except RestoredFaceRejected as exc:
-                exc.faces = reports
-                raise
             with timer("route"):
                 work = self.decide(work)
+        if prepared.aligned_input:
+            return self._finish_aligned(prepared, work, timer)
         paste = self.options.paste
         with timer("paste"):
             pixels = photo.pixels
@@ -367,7 +402,8 @@ class FaceRestorer:
                 jobs.append(PasteJob(face=w.restored, alpha=alpha, inverse=w.aligned.inverse))
             new_pixels, regions = paste_faces(pixels, jobs, upscale=paste.upscale, keep=colour != "colour")
         return PhotoResult(
-            photo=dataclasses.replace(photo, pixels=new_pixels), faces=reports, crops=[w.aligned.image for w in work],
+            photo=dataclasses.replace(photo, pixels=new_pixels), faces=prepared.faces,
+            crops=[w.aligned.image for w in work],
             restored=[
                 composite_crop(w.restored, w.aligned.image, a, keep=colour != "colour")
                 for w, a in zip(work, alphas, strict=True)
@@ -375,7 +411,7 @@ class FaceRestorer:
             regions=regions, colour=colour,
         )  # fmt: skip
 
-    def _restore_aligned(self, photo: Photo, timer: StageTimer) -> PhotoResult:
+    def _prepare_aligned(self, photo: Photo, timer: StageTimer) -> PreparedPhoto:
         """``--aligned``: the photo *is* an aligned face crop; restore it whole, keep its size."""
         rgb = rgb8(photo)
         h, w = rgb.shape[:2]
@@ -392,16 +428,18 @@ class FaceRestorer:
         with timer("route"):
             work = self.assess(work)
             self.route(work)
-        if work:
-            self._restore_faces(work, timer)
-            work = self.decide(work)
+        return PreparedPhoto(photo=photo, faces=[report], work=work, aligned_input=True)
+
+    def _finish_aligned(self, prepared: PreparedPhoto, work: list[FaceWork], timer: StageTimer) -> PhotoResult:
+        photo = prepared.photo
         if not work:
-            return PhotoResult(photo=photo, faces=[report])
+            return PhotoResult(photo=photo, faces=prepared.faces)
         with timer("paste"):
             colour = photo_colour(photo.pixels).kind
+            crop = work[0].aligned.image
             pixels, face = paste_aligned(
                 work[0].restored, crop, photo.pixels, strength=work[0].strength,
                 tone_match=self.options.paste.tone_match, colour=colour,
             )  # fmt: skip
         result = dataclasses.replace(photo, pixels=pixels)
-        return PhotoResult(photo=result, faces=[report], crops=[crop], restored=[face], colour=colour)
+        return PhotoResult(photo=result, faces=prepared.faces, crops=[crop], restored=[face], colour=colour)

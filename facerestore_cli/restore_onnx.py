@@ -15,6 +15,9 @@ onnxruntime has it, with its engine cache in the user cache folder.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import platform
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +28,7 @@ import numpy as np
 from facerestore_cli.device import Runtime, onnx_session_options, restorer_providers
 from facerestore_cli.restore import OUT_OF_RANGE, WILD_FRACTION, Restorer, RestorerInfo
 
-__all__ = ["OnnxImageRestorer", "OnnxReferenceRestorer", "create_onnx_restorer", "faces_to_array"]
+__all__ = ["OnnxImageRestorer", "OnnxReferenceRestorer", "cpu_session", "create_onnx_restorer", "faces_to_array"]
 
 
 def faces_to_array(faces: np.ndarray) -> np.ndarray:
@@ -50,6 +53,71 @@ def tensorrt_cache_dir() -> Path:
     from facerestore_cli.defaults import cache_root
 
     return cache_root() / "tensorrt"
+
+
+def optimized_graph_cache_dir() -> Path:
+    """Where onnxruntime's optimised CPU graphs are kept (one per graph, onnxruntime version and CPU)."""
+    from facerestore_cli.defaults import cache_root
+
+    return cache_root() / "onnxruntime"
+
+
+@functools.cache
+def _cpu_signature() -> str:
+    """What an optimised CPU graph depends on besides the graph: the machine and its instruction sets
+    (onnxruntime's NCHWc layouts follow the vector width)."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    key = f"{platform.machine()}|{platform.processor()}|{' '.join(sorted(flags.split(':')[-1].split()))}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def cpu_session(path: Path, threads: int | None) -> Any:
+    """An onnxruntime CPU session of ``path``, from its optimised copy in the user cache when there is one.
+
+    Optimising a restorer's graph (fusions, NCHWc layouts) is most of a session's start: 0.6-0.7 s of
+    DMDNet's, against 0.15 s to load the optimised copy (``docs/studies/startup.md``). The copy is made
+    on first use, keyed by the source graph's sha256, the onnxruntime version and the CPU, and checked
+    against its own sha256 at every load, so a damaged copy is made again instead of run; making one
+    removes the same graph's copies for other onnxruntime versions. A cache that cannot be written
+    only costs the time.
+    """
+    import onnxruntime as ort
+
+    from facerestore_cli.weights.files import file_sha256
+
+    options = onnx_session_options(threads)
+    providers = ["CPUExecutionProvider"]
+    try:
+        name = f"{file_sha256(path)[:24]}-ort{ort.__version__}-{_cpu_signature()}"
+        folder = optimized_graph_cache_dir()
+        target, check = folder / f"{name}.onnx", folder / f"{name}.sha256"
+        if target.is_file() and check.is_file() and check.read_text().strip() == file_sha256(target, use_cache=False):
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            return ort.InferenceSession(str(target), sess_options=options, providers=providers)
+    except OSError:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    try:
+        from facerestore_cli.imagefile.atomic import atomic_write
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target) as tmp:
+            options.optimized_model_filepath = str(tmp)
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            digest = file_sha256(tmp, use_cache=False)
+        with atomic_write(check) as tmp:
+            tmp.write_text(digest + "\n")
+        source = name.split("-ort", 1)[0]
+        for old in folder.glob(f"{source}-ort*"):  # this graph's copies for other onnxruntime versions
+            if not old.name.startswith(f"{source}-ort{ort.__version__}-"):
+                old.unlink(missing_ok=True)
+        return session
+    except Exception:  # a read-only or full cache: the session from the source graph, optimised in memory
+        return ort.InferenceSession(str(path), sess_options=onnx_session_options(threads), providers=providers)
 
 
 class OnnxRestorer(Restorer):
@@ -82,11 +150,15 @@ class OnnxRestorer(Restorer):
             if sess is None:
                 import onnxruntime as ort
 
-                sess = ort.InferenceSession(
-                    str(self.files.paths[graph]),
-                    sess_options=onnx_session_options(self.runtime.threads),
-                    providers=restorer_providers(self.runtime, tensorrt_cache=tensorrt_cache_dir()),
-                )
+                path = self.files.paths[graph]
+                if self.runtime.is_cuda:
+                    sess = ort.InferenceSession(
+                        str(path),
+                        sess_options=onnx_session_options(self.runtime.threads),
+                        providers=restorer_providers(self.runtime, tensorrt_cache=tensorrt_cache_dir()),
+                    )
+                else:
+                    sess = cpu_session(path, self.runtime.threads)
                 self._sessions[graph] = sess
             return sess
 

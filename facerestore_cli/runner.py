@@ -2,8 +2,9 @@
 
 :class:`AlbumRunner` reads each photo, hands it to a :class:`~facerestore_cli.engine.FaceRestorer` and
 writes the result (and ``--save-faces``/``--compare`` extras) through :mod:`facerestore_cli.imagefile`
-only. Decoding the next photo and encoding the previous one run in background threads while the
-current one is restored, so the CPU never waits for the disk. One bad photo never stops an album: its
+only. Each photo goes through three stages (prepare: decode, detect, align, route; restore: the
+model; finish: paste, encode), which an album runs in three threads, so that the model never waits
+for the disk or for the stages around it. One bad photo never stops an album: its
 failure is recorded with a reason and the run goes on.
 """
 
@@ -25,7 +26,7 @@ from rich.markup import escape
 
 from facerestore_cli.album import InputItem, OutputError, OutputPlan
 from facerestore_cli.defaults import DEFAULT_JPEG_QUALITY
-from facerestore_cli.engine import FaceRestorer, PhotoResult, RestoredFaceRejected, StageTimer
+from facerestore_cli.engine import FaceRestorer, PhotoResult, PreparedPhoto, RestoredFaceRejected, StageTimer
 from facerestore_cli.imagefile import (
     ImageFileError,
     Photo,
@@ -70,6 +71,27 @@ class Computed:
     original: Photo
     result: PhotoResult
     output: Path
+    #: the source JPEG's blocks being read ahead (a Future of ``jpeg_blocks.SourceBlocks``), or None
+    blocks: Future | None = None
+
+
+@dataclass
+class _Staged:
+    """One photo between the stages of an album: its report so far and what the next stage needs."""
+
+    item: InputItem
+    output: Path
+    report: ImageReport
+    timer: StageTimer
+    prepared: PreparedPhoto | None = None
+    blocks: Future | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, RestoredFaceRejected):
+            self.report.faces = exc.faces
+            self.report.faces_found = len(exc.faces)
+        _fail(self.report, self.item.path, exc)
+        self.prepared = None
 
 
 class AlbumRunner:
@@ -106,32 +128,75 @@ class AlbumRunner:
         self, item: InputItem, output: Path, photo: Photo | Exception | None = None
     ) -> tuple[ImageReport, Computed | None]:
         """Everything but the encode: the report so far and what :meth:`write` needs (None on failure)."""
-        timer = StageTimer()
-        report = ImageReport(input=str(item.path), output=str(output))
-        started = time.perf_counter()
-        computed = None
+        staged = self._prepare(item, output, photo)
+        self._restore(staged)
+        return self._finish(staged)
+
+    # The three stages of one photo; :meth:`run` puts each in its own thread. None of them raises for a
+    # bad photo: a failure is recorded in the report and the later stages pass the photo through.
+
+    def _prepare(self, item: InputItem, output: Path, photo: Photo | Exception | None = None) -> _Staged:
+        """Decode (unless given) and everything before the model."""
+        staged = _Staged(item, output, ImageReport(input=str(item.path), output=str(output)), StageTimer())
         try:
             if photo is None:
-                with timer("decode"):
+                with staged.timer("decode"):
                     photo = self.load(item.path)
             if isinstance(photo, Exception):
                 raise photo
-            report.size = [photo.width, photo.height]
+            staged.report.size = [photo.width, photo.height]
             self._check_upscale(photo)
-            result = self.engine.restore(photo, timer)
-            report.faces = result.faces
-            report.faces_found = len(result.faces)
-            report.faces_restored = sum(f.restored for f in result.faces)
-            report.faces_skipped = report.faces_found - report.faces_restored
-            computed = Computed(item.path, photo, result, output)
+            staged.prepared = self.engine.prepare(photo, staged.timer)
         except Exception as exc:
-            if isinstance(exc, RestoredFaceRejected):
-                report.faces = exc.faces
-                report.faces_found = len(exc.faces)
-            _fail(report, item.path, exc)
-        report.timings = timer.times
-        report.seconds = time.perf_counter() - started
+            staged.fail(exc)
+        return staged
+
+    def _restore(self, staged: _Staged) -> None:
+        """The model (the only stage that holds the engine's model lock)."""
+        if staged.prepared is None:
+            return
+        try:
+            self.engine.restore_faces(staged.prepared, staged.timer)
+        except Exception as exc:
+            staged.fail(exc)
+
+    def _finish(self, staged: _Staged) -> tuple[ImageReport, Computed | None]:
+        """Paste the restored faces: the report so far and what :meth:`write` needs (None on failure)."""
+        report, computed = staged.report, None
+        if staged.prepared is not None:
+            try:
+                result = self.engine.finish(staged.prepared, staged.timer)
+                report.faces = result.faces
+                report.faces_found = len(result.faces)
+                report.faces_restored = sum(f.restored for f in result.faces)
+                report.faces_skipped = report.faces_found - report.faces_restored
+                computed = Computed(staged.item.path, staged.prepared.photo, result, staged.output, staged.blocks)
+            except Exception as exc:
+                staged.fail(exc)
+        report.timings = dict(staged.timer.times)
+        report.seconds = sum(report.timings.values())
         return report, computed
+
+    def _patches(self, item: InputItem, output: Path) -> bool:
+        """Whether this photo's output will be written by patching its source JPEG's blocks."""
+        try:
+            jpeg = format_for_suffix(item.path.suffix) == format_for_suffix(output.suffix) == "JPEG"
+        except ImageFileError:
+            return False
+        return jpeg and self.options.output.quality is None and self.options.paste.upscale == 1
+
+    @staticmethod
+    def _read_blocks(item: InputItem, output: Path) -> Any:
+        from facerestore_cli.imagefile.jpeg_blocks import read_source_blocks
+
+        return read_source_blocks(item.path.read_bytes())
+
+    def _finish_and_write(self, staged: _Staged) -> ImageReport:
+        report, computed = self._finish(staged)
+        if computed is None:
+            self._review_plain(report)
+            return report
+        return self.write(report, computed)
 
     def _check_upscale(self, photo: Photo) -> None:
         """``--max-pixels`` bounds what is made as well as what is read: an enlarged photo is refused."""
@@ -199,7 +264,7 @@ class AlbumRunner:
         elif same_format and original.format == "JPEG" and quality is None:
             written = save_like_source(
                 result.photo, output, source=source.read_bytes(), original=original.pixels,
-                luma_only=result.colour != "colour",
+                luma_only=result.colour != "colour", blocks=_result_or_none(computed.blocks),
             )  # fmt: skip
         else:
             save_photo(result.photo, output, quality=quality or DEFAULT_JPEG_QUALITY)
@@ -275,9 +340,11 @@ class AlbumRunner:
     ) -> Summary:
         """Restore an album, in input order.
 
-        Decoding runs up to two photos ahead in one thread and encoding one behind in another, so
-        restoring (which uses all torch threads) rarely waits for the disk. Ctrl-C stops after the
-        files already being written are complete; nothing partial is ever left (writes are atomic).
+        Three stages overlap: one thread decodes, detects, aligns and routes up to two photos ahead,
+        the calling thread runs the model, and another pastes and encodes up to two photos behind, so
+        the model rarely waits for the rest (``bench/album.py`` measures the share of time outside it).
+        Ctrl-C stops after the files already being written are complete; nothing partial is ever left
+        (writes are atomic).
         """
         summary = summary or Summary()
         started = time.perf_counter()
@@ -294,8 +361,8 @@ class AlbumRunner:
             if on_image is not None:
                 on_image(r)
 
-        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-decode")
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-encode")
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-prepare")
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-finish")
         pairs, early = self.plan_outputs(items, plan)
         queue: deque[tuple[int, InputItem, Path]] = deque((k, item, out) for k, (item, out) in enumerate(pairs))
         planned = [out for _, _, out in queue] + [Path(r.output) for r in early if r.output]
@@ -304,20 +371,14 @@ class AlbumRunner:
             self._review_plain(r)
             finish(r)
 
-        def timed_load(path: Path) -> tuple[Photo | Exception, float]:
-            t = time.perf_counter()
-            try:
-                return self.load(path), time.perf_counter() - t
-            except Exception as exc:  # any decoder failure is this file's failure, never the album's
-                return exc, time.perf_counter() - t
-
         todo = list(queue)
         loads: dict[int, Future] = {}
         inflight: deque[Future] = deque()
 
         def schedule(k: int) -> None:
             if k < len(todo) and k not in loads:
-                loads[k] = loader.submit(timed_load, todo[k][1].path)
+                _, item, out = todo[k]
+                loads[k] = loader.submit(self._prepare, item, out)
 
         def drain(block: bool) -> None:
             # result() before popleft(): a Ctrl-C while waiting must not lose the report of a file
@@ -330,17 +391,20 @@ class AlbumRunner:
         try:
             schedule(0)
             schedule(1)
-            for k, item, out in todo:
-                photo, decode_time = loads.pop(k).result()
+            # The first photo's source JPEG is read in the idle writer thread while its faces are found:
+            # a script that calls us once per photo waits for nothing else. Later photos' are read
+            # when they are written, which the overlap hides already (and costs nothing when a photo
+            # comes back unchanged).
+            first_blocks = None
+            if todo and self._patches(*todo[0][1:]):
+                first_blocks = writer.submit(self._read_blocks, *todo[0][1:])
+            for k in range(len(todo)):
+                staged = loads.pop(k).result()
+                if k == 0:
+                    staged.blocks = first_blocks
                 schedule(k + 2)
-                r, computed = self.compute(item, out, photo)
-                r.timings = {"decode": decode_time, **r.timings}
-                r.seconds += decode_time
-                if computed is None:
-                    self._review_plain(r)
-                    inflight.append(_done(r))
-                else:
-                    inflight.append(writer.submit(self.write, r, computed))
+                self._restore(staged)
+                inflight.append(writer.submit(self._finish_and_write, staged))
                 drain(block=False)
                 while len(inflight) > 2:  # bound the memory held by photos waiting to be written
                     r = inflight[0].result()
@@ -455,10 +519,14 @@ def restore_file(input_path: Path | str, output_path: Path | str, options: Resto
     return runner.process(item, Path(output_path))
 
 
-def _done(value: Any) -> Future:
-    f: Future = Future()
-    f.set_result(value)
-    return f
+def _result_or_none(future: Future | None) -> Any:
+    """What a read-ahead gave, or None when there was none or it failed (the write then reads itself)."""
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:
+        return None
 
 
 def _fail(report: ImageReport, path: Path, exc: BaseException) -> None:

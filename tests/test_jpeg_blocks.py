@@ -22,6 +22,7 @@ from facerestore_cli.imagefile.jpeg_blocks import (
     inspect_jpeg,
     patch_jpeg,
     patch_jpeg_with_stats,
+    read_source_blocks,
 )
 
 jpeglib = pytest.importorskip("jpeglib", reason="jpeglib is not installed (pip install jpeglib)")
@@ -252,6 +253,27 @@ def test_only_the_reencoded_mcus_get_new_coefficients(photo, name, tmp_path):
         same = (plane_src == plane_out).all(axis=(2, 3))
         assert same[~inside].all()
         assert not same[inside].all()  # the blur really was re-encoded
+
+
+@pytest.mark.parametrize("name", ["baseline-420-q75", "progressive-420-q90", "grey-q85", "restart-420-q80"])
+def test_blocks_read_ahead_give_the_same_file_and_serve_only_their_own_bytes(photo, name):
+    source = make_pillow_case(photo, name)
+    new, changed = blur_box(decode(source), BOX)
+    want = patch_jpeg_with_stats(source, new, changed).data
+    blocks = read_source_blocks(source)
+    assert patch_jpeg_with_stats(source, new, changed, source=blocks).data == want
+    assert patch_jpeg_with_stats(bytes(source), new, changed, source=blocks).data == want  # used again
+    other = make_pillow_case(photo, "baseline-444-q100")  # blocks of another file are not used
+    other_new, other_changed = blur_box(decode(other), BOX)
+    assert patch_jpeg_with_stats(other, other_new, other_changed, source=blocks).data == patch_jpeg(
+        other, other_new, other_changed
+    )
+
+
+def test_blocks_are_not_read_ahead_from_a_file_that_cannot_be_patched(photo, tmp_path):
+    for data, words in refusals(photo, tmp_path).values():
+        with pytest.raises(ValueError, match=words):
+            read_source_blocks(data)
 
 
 def test_an_empty_mask_returns_the_source_unchanged(photo):

@@ -288,6 +288,43 @@ def test_threads_reach_onnxruntime(monkeypatch):
     assert seen == [(1, ["CPUExecutionProvider"])]
 
 
+def test_cpu_sessions_load_an_optimised_copy_made_once_and_checked_at_every_load(isolated_home, golden_faces):
+    from facerestore_cli.restore_onnx import cpu_session, faces_to_array, optimized_graph_cache_dir
+    from facerestore_cli.weights.files import file_sha256
+
+    graph = REPO / "weights" / "memgan-compact.restore.onnx"
+    feeds = {"lq": faces_to_array(golden_faces["faces"][:1])}
+    first = cpu_session(graph, 2)  # optimises the source graph and keeps the result
+    (copy,) = optimized_graph_cache_dir().glob("*.onnx")
+    assert copy.with_suffix(".sha256").read_text().strip() == file_sha256(copy, use_cache=False)
+    assert first._model_path == str(graph)
+    second = cpu_session(graph, 2)
+    assert second._model_path == str(copy)
+    want = first.run(None, feeds)[0]
+    assert np.array_equal(second.run(None, feeds)[0], want)
+
+    damaged = bytearray(copy.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # a flipped bit in the middle of the weights
+    copy.write_bytes(bytes(damaged))
+    third = cpu_session(graph, 2)
+    assert third._model_path == str(graph)  # not run: made again from the source
+    assert copy.with_suffix(".sha256").read_text().strip() == file_sha256(copy, use_cache=False)
+    assert np.array_equal(third.run(None, feeds)[0], want)
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(isolated_home, monkeypatch, golden_faces):
+    from facerestore_cli.restore_onnx import cpu_session, faces_to_array
+
+    blocked = isolated_home / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("FACERESTORE_CACHE", str(blocked))
+    graph = REPO / "weights" / "memgan-compact.restore.onnx"
+    session = cpu_session(graph, 1)
+    out = session.run(None, {"lq": faces_to_array(golden_faces["faces"][:1])})[0]
+    assert out.shape == (1, 3, 512, 512) and np.isfinite(out).all()
+    assert blocked.read_text() == "a file where the cache folder would be"
+
+
 # ------------------------------------------------------------------------------------- export cache
 
 

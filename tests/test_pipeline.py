@@ -292,3 +292,30 @@ def test_summary_counts_faces_only_of_written_photos():
     assert (summary.images, summary.faces_found, summary.faces_restored) == (3, 5, 2)
     assert (summary.restored, summary.failed, summary.skipped_existing, summary.exit_code) == (1, 1, 1, 1)
     assert summary.to_json()["failures"] == [{"input": "b", "reason": "disk-full", "error": None}]
+
+
+def test_the_first_photos_jpeg_blocks_are_read_while_its_faces_are_found(tmp_path, detector, astronaut_rgb, monkeypatch):  # noqa: E501
+    import threading
+
+    from facerestore_cli.imagefile import jpeg_blocks
+
+    reads, real = [], jpeg_blocks._read_blocks
+
+    def spy(data, parsed, layout):
+        reads.append(threading.current_thread().name)
+        return real(data, parsed, layout)
+
+    monkeypatch.setattr(jpeg_blocks, "_read_blocks", spy)
+    for k in range(2):
+        save(tmp_path / "in" / f"{k}.jpg", astronaut_rgb, quality=90)
+    pipeline = make_pipeline(detector, StripedRestorer())
+    reports: list[ImageReport] = []
+    pipeline.run(album(tmp_path / "in"), OutputPlan(out_dir=tmp_path / "out"), on_image=reports.append)
+    assert [r.status for r in reports] == ["restored", "restored"]
+    assert all(r.written.startswith("blocks:") for r in reports)
+    # once per photo, in the thread that writes: the first photo's ahead of time, and that read was used
+    assert len(reads) == 2 and all(name.startswith("facerestore-finish") for name in reads)
+    for k in range(2):  # the same file as a write that reads its blocks itself
+        src = tmp_path / "in" / f"{k}.jpg"
+        pipeline.process(InputItem(src, Path(src.name)), tmp_path / "alone" / src.name)
+        assert (tmp_path / "alone" / src.name).read_bytes() == (tmp_path / "out" / src.name).read_bytes()

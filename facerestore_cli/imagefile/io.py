@@ -13,6 +13,7 @@ import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -33,6 +34,9 @@ from facerestore_cli.imagefile.photo import (
 from facerestore_cli.imagefile.png import _encode_png, _load_png
 from facerestore_cli.imagefile.tiff import _encode_tiff, _load_tiff
 from facerestore_cli.imagefile.webp import _encode_webp, _load_webp
+
+if TYPE_CHECKING:  # jpeg_blocks (and jpeglib) load only when a JPEG is patched
+    from facerestore_cli.imagefile.jpeg_blocks import SourceBlocks
 
 # --------------------------------------------------------------------------------------------------
 # reading
@@ -204,6 +208,7 @@ def save_like_source(
     source: bytes,
     original: np.ndarray,
     luma_only: bool = False,
+    blocks: SourceBlocks | None = None,
 ) -> str:
     """Write a restored JPEG so that nothing away from its faces changes, and say how it was written.
 
@@ -213,6 +218,8 @@ def save_like_source(
     stays the source's size. Otherwise (EXIF orientation, CMYK, arithmetic or 12-bit coding, a changed
     size) the photo is re-encoded whole at the source's own estimated quality and sampling, never at
     a fixed one. ``luma_only``: a monochrome or toned photo, whose chroma blocks are kept as they were.
+    ``blocks``: ``source``'s coefficients read ahead (``jpeg_blocks.read_source_blocks``), to save
+    reading them here.
     """
     from facerestore_cli.imagefile.jpeg_blocks import estimate_quality, inspect_jpeg, patch_jpeg_with_stats
 
@@ -226,7 +233,7 @@ def save_like_source(
         if changed.ndim == 3:
             changed = changed.any(axis=2)
         try:
-            result = patch_jpeg_with_stats(source, photo.pixels, changed, luma_only=luma_only)
+            result = patch_jpeg_with_stats(source, photo.pixels, changed, luma_only=luma_only, source=blocks)
         except (ValueError, RuntimeError) as exc:  # a layout the patcher cannot keep exactly
             reason = str(exc)
         else:

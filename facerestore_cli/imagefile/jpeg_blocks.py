@@ -21,6 +21,7 @@ which IJG quality re-encodes the photo at the source's own quality rather than a
 
 from __future__ import annotations
 
+import functools
 import heapq
 import re
 import struct
@@ -34,11 +35,13 @@ import numpy as np
 __all__ = [
     "JpegLayout",
     "PatchResult",
+    "SourceBlocks",
     "estimate_quality",
     "footprint",
     "inspect_jpeg",
     "patch_jpeg",
     "patch_jpeg_with_stats",
+    "read_source_blocks",
 ]
 
 # The libjpeg flavours used: turbo reads and writes sequential files the way most software does;
@@ -282,14 +285,18 @@ def _estimate(parsed: _Parsed) -> int:
     chroma = None if chroma is None else np.maximum(chroma, 1)
     baseline = max(t.max() for t in parsed.qtables.values()) <= 255
 
-    def cost(quality: int) -> float:
-        # log ratios weigh a factor-of-two miss the same on a coarse and a fine coefficient
-        err = np.abs(np.log(luma) - np.log(_ijg_table(_STD_LUMA, quality, baseline))).sum()
-        if chroma is not None:
-            err += np.abs(np.log(chroma) - np.log(_ijg_table(_STD_CHROMA, quality, baseline))).sum()
-        return float(err)
+    # log ratios weigh a factor-of-two miss the same on a coarse and a fine coefficient
+    err = np.abs(np.log(luma) - _log_ijg_tables("luma", baseline)).sum(axis=(1, 2))
+    if chroma is not None:
+        err += np.abs(np.log(chroma) - _log_ijg_tables("chroma", baseline)).sum(axis=(1, 2))
+    return int(100 - np.argmin(err))  # qualities from 100 down: ties go to the higher, never coarser
 
-    return min(range(100, 0, -1), key=cost)  # ties go to the higher quality: never re-encode coarser
+
+@functools.cache
+def _log_ijg_tables(which: str, baseline: bool) -> np.ndarray:
+    """log of the IJG tables at qualities 100, 99, ..., 1: (100, 8, 8)."""
+    base = _STD_LUMA if which == "luma" else _STD_CHROMA
+    return np.log(np.stack([_ijg_table(base, q, baseline) for q in range(100, 0, -1)]).astype(np.float64))
 
 
 def _layout(parsed: _Parsed) -> JpegLayout:
@@ -419,20 +426,62 @@ def _encode_region(
     return _coefficients(encoded)
 
 
+@dataclass
+class SourceBlocks:
+    """A JPEG's headers and quantised coefficients, read once: :func:`read_source_blocks` can run ahead,
+    while the photo's faces are still being found, and :func:`patch_jpeg_with_stats` takes the result."""
+
+    data: bytes
+    parsed: _Parsed
+    layout: JpegLayout
+    dct: object
+    planes: list[np.ndarray]
+    tables: np.ndarray
+
+
+def read_source_blocks(data: bytes) -> SourceBlocks:
+    """Parse ``data`` and read its coefficients; ValueError with the reason for a file that cannot be
+    patched exactly (the refusals of :func:`patch_jpeg`, EXIF orientation included)."""
+    parsed = _parse(data)
+    layout = _layout(parsed)
+    if layout.reason is not None:
+        raise ValueError(layout.reason)
+    return _read_blocks(data, parsed, layout)
+
+
+def _read_blocks(data: bytes, parsed: _Parsed, layout: JpegLayout) -> SourceBlocks:
+    import jpeglib
+
+    with _JPEGLIB_LOCK, tempfile.TemporaryDirectory(prefix="facerestore-jpeg-") as tmp:
+        path = Path(tmp) / "source.jpg"
+        path.write_bytes(_strip(data, parsed))
+        with jpeglib.version(_READ_VERSION):
+            dct = jpeglib.read_dct(str(path))
+            planes = _coefficients(dct)  # reads the file: jpeglib loads lazily
+            tables = np.stack([dct.get_component_qt(k) for k in range(len(planes))]).astype(np.uint16)
+    return SourceBlocks(data, parsed, layout, dct, planes, tables)
+
+
 def _transcode(
-    data: bytes, pixels: np.ndarray, mcu_mask: np.ndarray, layout: JpegLayout, parsed: _Parsed, luma_only: bool
+    data: bytes,
+    pixels: np.ndarray,
+    mcu_mask: np.ndarray,
+    layout: JpegLayout,
+    parsed: _Parsed,
+    luma_only: bool,
+    source: SourceBlocks | None = None,
 ) -> bytes:
     """The patched file: the source's coefficients with the masked MCUs' replaced, entropy-coded again."""
     import jpeglib  # a dependency of this module only: the rest of the package runs without it
 
     mh, mw = layout.mcu
+    if source is None:
+        source = _read_blocks(data, parsed, layout)
+    dct, tables = source.dct, source.tables
+    planes = [p.copy() for p in source.planes]
     with _JPEGLIB_LOCK, tempfile.TemporaryDirectory(prefix="facerestore-jpeg-") as tmp:
         work = Path(tmp)
-        (work / "source.jpg").write_bytes(_strip(data, parsed))
         with jpeglib.version(_READ_VERSION):
-            dct = jpeglib.read_dct(str(work / "source.jpg"))
-            planes = _coefficients(dct)
-            tables = np.stack([dct.get_component_qt(k) for k in range(len(planes))]).astype(np.uint16)
             if mcu_mask.any():
                 rows, cols = np.nonzero(mcu_mask.any(axis=1))[0], np.nonzero(mcu_mask.any(axis=0))[0]
                 r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
@@ -702,15 +751,24 @@ def _rebuild(source: _Parsed, written: bytes) -> bytes:
 
 
 def patch_jpeg_with_stats(
-    data: bytes, pixels: np.ndarray, changed: np.ndarray, *, stored_orientation: bool = False, luma_only: bool = False
+    data: bytes,
+    pixels: np.ndarray,
+    changed: np.ndarray,
+    *,
+    stored_orientation: bool = False,
+    luma_only: bool = False,
+    source: SourceBlocks | None = None,
 ) -> PatchResult:
     """`patch_jpeg`, also saying how many MCUs were re-encoded (what the size budget scales with).
 
     ``luma_only``: only the luma blocks are re-encoded and the chroma blocks are the source's, for
-    monochrome and toned photos whose chroma must come back exactly as it was.
+    monochrome and toned photos whose chroma must come back exactly as it was. ``source``: ``data``'s
+    blocks, read ahead by :func:`read_source_blocks` (ignored unless read from these very bytes).
     """
-    parsed = _parse(data)
-    layout = _layout(parsed)
+    if source is not None and source.data is not data and source.data != data:
+        source = None
+    parsed = source.parsed if source is not None else _parse(data)
+    layout = source.layout if source is not None else _layout(parsed)
     reason = _refusal(parsed, orientation_matters=not stored_orientation)
     if reason is not None:
         raise ValueError(reason)
@@ -718,7 +776,7 @@ def patch_jpeg_with_stats(
     mcu_mask = _mcu_mask(layout, np.asarray(changed, dtype=bool))
     if not mcu_mask.any():
         return PatchResult(data, layout, 0, int(mcu_mask.size))  # nothing to re-encode: the source as it is
-    patched = _transcode(data, image, mcu_mask, layout, parsed, luma_only)
+    patched = _transcode(data, image, mcu_mask, layout, parsed, luma_only, source)
     return PatchResult(patched, layout, int(mcu_mask.sum()), int(mcu_mask.size))
 
 

@@ -29,7 +29,8 @@ from facerestore_cli.album import discover_inputs
 from facerestore_cli.defaults import cache_root
 from facerestore_cli.face.identity import DLIB_OUTLIER_DISTANCE
 from facerestore_cli.imagefile import ImageFileError, load_photo, rgb8
-from facerestore_cli.weights import WeightsError, read_safetensors_metadata
+from facerestore_cli.weights.errors import WeightsError
+from facerestore_cli.weights.files import read_safetensors_metadata
 
 #: Bump when what a dictionary file contains or how references are prepared changes.
 #: 2: a group photo (a second face at least :data:`GROUP_FACE_RATIO` of the largest) is rejected.
