@@ -230,7 +230,7 @@ def _apply_colour_key(pixels: np.ndarray, key: bytes, colour_type: int) -> np.nd
 # writing
 
 #: zlib level of written PNGs. Measured on the shared real photos: level 3 encodes 2.6-2.8x faster
-#: than 6 (0.14 against 0.35 s for 0.9 megapixels) for files 5-10% larger, still smaller than the
+#: than 6 (0.14 against 0.35 s for 0.9 megapixels) for files 5-15% larger, still smaller than the
 #: sources there; PNG is lossless, so the pixels are the same at every level.
 PNG_COMPRESSION = 3
 
