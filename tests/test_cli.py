@@ -410,6 +410,9 @@ def test_ctrl_c_exits_130_and_leaves_nothing_partial(tmp_path, astronaut_rgb, si
         [FACERESTORE, str(tmp_path / "in"), "-m", "none", "-o", str(out), "--threads", "1", "--report", str(report),
          "--strength", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
+        # as from a terminal: a test run started in the background inherits SIGINT ignored, and Python
+        # (rightly) keeps an inherited SIG_IGN, so the Ctrl-C case would test nothing
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
