@@ -165,7 +165,8 @@ class AlbumRunner:
         report, computed = staged.report, None
         if staged.prepared is not None:
             try:
-                result = self.engine.finish(staged.prepared, staged.timer)
+                composites = self.options.output.save_faces or self.review is not None
+                result = self.engine.finish(staged.prepared, staged.timer, composites=composites)
                 report.faces = result.faces
                 report.faces_found = len(result.faces)
                 report.faces_restored = sum(f.restored for f in result.faces)

@@ -9,16 +9,13 @@ match the card's sha256 before it is published under its final name.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import os
 import re
 import socket
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +230,11 @@ def _download_once(
     bar: _Progress,
 ) -> None:
     """One HTTP request: append to (or restart) ``part``; return when it is complete, else raise."""
+    # imported here, not at the top: http.client, email and ssl cost every start 30-40 ms otherwise
+    import http.client
+    import urllib.error
+    import urllib.request
+
     offset = part.stat().st_size if part.exists() else 0
     total = state["total"]
     if total is not None and offset > total:
