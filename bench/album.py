@@ -24,8 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_FOLDER = Path(os.environ.get("FACERESTORE_SHARED", REPO.parent / "shared")) / "data/eval-dev/realworld/whole"
+from common import REALWORLD_WHOLE, shared_root
+
+DEFAULT_FOLDER = shared_root() / REALWORLD_WHOLE
 
 
 def _parse() -> argparse.Namespace:

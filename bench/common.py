@@ -39,11 +39,19 @@ class PersonPair:
     smiling: Path
 
 
+def shared_root() -> Path:
+    """``$FACERESTORE_SHARED``, else ``<repo>/../shared`` (the CI layout)."""
+    shared = os.environ.get("FACERESTORE_SHARED")
+    return Path(shared) if shared else REPO.parent / "shared"
+
+
+#: The real whole photos the speed benches run on.
+REALWORLD_WHOLE = Path("data") / "eval-dev" / "realworld" / "whole"
+
+
 def default_data_dir() -> Path:
     """``$FACERESTORE_SHARED/data/eval-dev/london-pairs``, else ``<repo>/../shared/...`` (the CI layout)."""
-    shared = os.environ.get("FACERESTORE_SHARED")
-    root = Path(shared) if shared else REPO.parent / "shared"
-    return root / LONDON_PAIRS
+    return shared_root() / LONDON_PAIRS
 
 
 def london_pairs(folder: Path | None = None, limit: int | None = None) -> list[PersonPair]:

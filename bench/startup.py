@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import REALWORLD_WHOLE, shared_root
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FACERESTORE_SHARED", REPO.parent / "shared"))
-DEFAULT_PHOTO = SHARED / "data/eval-dev/realworld/whole/tencentarc_00.jpg"
+DEFAULT_PHOTO = shared_root() / REALWORLD_WHOLE / "tencentarc_00.jpg"
 #: The issue's goals, seconds: the median of one photo, per method.
 GOALS = {"none": 1.0, "dmdnet": 1.5}
 

@@ -270,21 +270,9 @@ class RayAlbumRunner(AlbumRunner):
         ``--skip-existing`` rerun resumes), and no temporary file of this run's outputs is left.
         """
         summary = summary if summary is not None else ClusterSummary()
-        started, wall_start, cpu_start = time.perf_counter(), time.time(), time.process_time()
-        self._official_weights_notice()
-
-        def finish(r: ImageReport) -> None:
-            summary.add(r)
-            if report is not None:
-                report.write(r)
-            if on_image is not None:
-                on_image(r)
-
-        todo, early = self.plan_outputs(items, plan)
-        planned = [out for _, out in todo] + [Path(r.output) for r in early if r.output]
-        self._remove_stale_temporaries(planned, wall_start)
-        for r in early:
-            finish(r)
+        started, cpu_start = time.perf_counter(), time.process_time()
+        finish = self._reporter(summary, report, on_image)
+        todo = self._begin(items, plan, finish)
         info: dict[str, Any] = {
             "engine": "ray", "address": self.cluster.address, "cpus_per_worker": self.cluster.cpus_per_worker,
             "gpus_per_worker": self.cluster.gpus_per_worker, "photos_per_worker": PHOTOS_PER_WORKER,

@@ -349,37 +349,16 @@ class AlbumRunner:
         """
         summary = summary or Summary()
         started = time.perf_counter()
-        wall_start = time.time()
-        plan.register_inputs(items)
-        self._official_weights_notice()
-
-        def finish(r: ImageReport) -> None:
-            summary.add(r)
-            if self.review is not None and summary.images % REVIEW_EVERY == 0:
-                self.review.write()  # an interrupted album still has its page
-            if report is not None:
-                report.write(r)
-            if on_image is not None:
-                on_image(r)
-
+        finish = self._reporter(summary, report, on_image)
+        todo = self._begin(items, plan, finish)
         loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-prepare")
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-finish")
-        pairs, early = self.plan_outputs(items, plan)
-        queue: deque[tuple[int, InputItem, Path]] = deque((k, item, out) for k, (item, out) in enumerate(pairs))
-        planned = [out for _, _, out in queue] + [Path(r.output) for r in early if r.output]
-        self._remove_stale_temporaries(planned, wall_start)
-        for r in early:
-            self._review_plain(r)
-            finish(r)
-
-        todo = list(queue)
         loads: dict[int, Future] = {}
         inflight: deque[Future] = deque()
 
         def schedule(k: int) -> None:
             if k < len(todo) and k not in loads:
-                _, item, out = todo[k]
-                loads[k] = loader.submit(self._prepare, item, out)
+                loads[k] = loader.submit(self._prepare, *todo[k])
 
         def drain(block: bool) -> None:
             # result() before popleft(): a Ctrl-C while waiting must not lose the report of a file
@@ -397,8 +376,8 @@ class AlbumRunner:
             # when they are written, which the overlap hides already (and costs nothing when a photo
             # comes back unchanged).
             first_blocks = None
-            if todo and self._patches(*todo[0][1:]):
-                first_blocks = writer.submit(self._read_blocks, *todo[0][1:])
+            if todo and self._patches(*todo[0]):
+                first_blocks = writer.submit(self._read_blocks, *todo[0])
             for k in range(len(todo)):
                 staged = loads.pop(k).result()
                 if k == 0:
@@ -432,6 +411,39 @@ class AlbumRunner:
         if self.review is not None:
             self.review.write()
         return summary
+
+    # -- what every engine does around an album (this runner and ``cluster.RayAlbumRunner``) ---------
+
+    def _reporter(
+        self, summary: Summary, report: ReportWriter | None, on_image: Callable[[ImageReport], None] | None
+    ) -> Callable[[ImageReport], None]:
+        """What happens to each finished photo's report: counted, written, passed on."""
+
+        def finish(r: ImageReport) -> None:
+            summary.add(r)
+            if self.review is not None and summary.images % REVIEW_EVERY == 0:
+                self.review.write()  # an interrupted album still has its page
+            if report is not None:
+                report.write(r)
+            if on_image is not None:
+                on_image(r)
+
+        return finish
+
+    def _begin(
+        self, items: list[InputItem], plan: OutputPlan, finish: Callable[[ImageReport], None]
+    ) -> list[tuple[InputItem, Path]]:
+        """Before the first photo: the official-weights notice, the plan, what killed earlier runs left
+        in the output folders removed, and the reports of the photos that need no work. Returns the
+        (input, output) pairs to restore, in input order."""
+        started = time.time()  # temporaries older than this run are an earlier run's
+        self._official_weights_notice()
+        todo, early = self.plan_outputs(items, plan)
+        self._remove_stale_temporaries([out for _, out in todo] + [Path(r.output) for r in early if r.output], started)
+        for r in early:
+            self._review_plain(r)
+            finish(r)
+        return todo
 
     def _remove_stale_temporaries(self, outputs: list[Path], started: float) -> None:
         """Remove what a killed earlier run left in this run's output folders (``atomic_write``'s
