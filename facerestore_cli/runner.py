@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -360,13 +361,19 @@ class AlbumRunner:
             if k < len(todo) and k not in loads:
                 loads[k] = loader.submit(self._prepare, *todo[k])
 
-        def drain(block: bool) -> None:
+        gate = _SignalGate()
+
+        def report_first() -> None:
             # result() before popleft(): a Ctrl-C while waiting must not lose the report of a file
-            # that the writer thread still completes
-            while inflight and (block or inflight[0].done()):
-                r = inflight[0].result()
+            # that the writer thread still completes; and none may land between the two
+            r = inflight[0].result()
+            with gate:
                 inflight.popleft()
                 finish(r)
+
+        def drain(block: bool) -> None:
+            while inflight and (block or inflight[0].done()):
+                report_first()
 
         try:
             schedule(0)
@@ -384,12 +391,11 @@ class AlbumRunner:
                     staged.blocks = first_blocks
                 schedule(k + 2)
                 self._restore(staged)
-                inflight.append(writer.submit(self._finish_and_write, staged))
+                with gate:  # a photo handed to the writer is always waited for and reported
+                    inflight.append(writer.submit(self._finish_and_write, staged))
                 drain(block=False)
                 while len(inflight) > 2:  # bound the memory held by photos waiting to be written
-                    r = inflight[0].result()
-                    inflight.popleft()
-                    finish(r)
+                    report_first()
         except KeyboardInterrupt as exc:
             summary.interrupted = True
             summary.signal = getattr(exc, "signum", signal.SIGINT)
@@ -405,6 +411,7 @@ class AlbumRunner:
                     summary.interrupted = True
                     summary.signal = getattr(exc, "signum", summary.signal)
             writer.shutdown(wait=True)
+            gate.close()
         summary.seconds = time.perf_counter() - started
         if report is not None:
             summary.report_errors = len(report.errors)
@@ -530,6 +537,51 @@ def restore_file(input_path: Path | str, output_path: Path | str, options: Resto
     runner = AlbumRunner(FaceRestorer(options))
     item = InputItem(Path(input_path), Path(Path(input_path).name))
     return runner.process(item, Path(output_path))
+
+
+class _SignalGate:
+    """Holds back Ctrl-C, SIGTERM and SIGHUP for the few statements that must not be cut in two.
+
+    An interrupt arrives as an exception wherever the main thread is. Between handing a photo to the
+    writer and remembering that it did, or between taking a finished photo off the queue and writing
+    its report line, it would lose the report of a file that is written all the same. Inside ``with
+    gate:`` a signal is noted and its handler runs on leaving, so the interrupt lands just after.
+    Only the main thread can install handlers; elsewhere (a library user's thread) the gate does nothing.
+    """
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    def __init__(self) -> None:
+        self._held = False
+        self._pending: tuple[int, Any] | None = None
+        self._handlers: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            handler = signal.getsignal(sig)
+            if callable(handler):  # SIG_IGN and SIG_DFL stay as they are
+                self._handlers[sig] = handler
+                signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self._held:
+            self._pending = (signum, frame)
+        else:
+            self._handlers[signum](signum, frame)
+
+    def __enter__(self) -> None:
+        self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._held = False
+        if self._pending is not None:
+            (signum, frame), self._pending = self._pending, None
+            self._handlers[signum](signum, frame)
+
+    def close(self) -> None:
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        self._handlers.clear()
 
 
 def _result_or_none(future: Future | None) -> Any:
