@@ -90,7 +90,7 @@ LABELS = {
 }
 SSIM_NAME = "facerestore_cli.train.losses.ssim (Gaussian σ=1.5, RGB in [0,1]; = skimage gaussian SSIM)"
 #: What a kept row must hold to be reused; a row without one of them was written by an older version.
-ROW_FIELDS = ("psnr", "ssim", "identity", "distance", "detail", "colour_error", "embedding", "seconds")
+ROW_FIELDS = ("psnr", "ssim", "identity", "distance", "detail", "grid", "colour_error", "embedding", "seconds")
 
 #: The pass criteria (``--pass-criteria``), the bar a restorer must clear to ship.
 DETAIL_MIN = 0.5  # median detail ratio at x8
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     from facerestore_cli.paste import face_mask
     from facerestore_cli.references.dictionary import cache_root
     from facerestore_cli.train.losses import ssim
+    from facerestore_cli.train.objectives import grid_energy
     from facerestore_cli.weights import WeightsError
 
     people = london_pairs(args.data, args.limit)
@@ -272,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                             "identity": cosine_similarity(emb, gt_emb),
                             "distance": float(np.linalg.norm(emb - gt_emb)),
                             "detail": detail_ratio(out, gt),
+                            "grid": grid_energy(out),
+                            "grid_original": grid_energy(gt),
                             "colour_error": colour_error_share(out, gt, gt_mask),
                             "embedding": emb.tolist(),
                             "seconds": seconds,
@@ -363,6 +366,8 @@ def aggregate(rows: list[dict]) -> dict[str, Any]:
         "ssim": ms("ssim"),
         "detail_median": float(np.median(detail)),
         "detail_quartiles": [float(np.percentile(detail, 25)), float(np.percentile(detail, 75))],
+        "grid_median": float(np.median([r["grid"] for r in rows])),
+        "grid_original_median": float(np.median([r["grid_original"] for r in rows])),
         "colour_error_pct": 100.0 * float(np.mean([r["colour_error"] for r in rows])),
         "cross_identity": ms("cross_identity"),
         "rank1_pct": 100.0 * float(np.mean(ranks == 1)),
@@ -375,7 +380,7 @@ def aggregate(rows: list[dict]) -> dict[str, Any]:
 def summarise(results: dict, people: list, scales: tuple[int, ...], compile_seconds: list[float]) -> dict:
     """Print one table per strength and the before/after checks; return them for the JSON file."""
     header = [
-        "method", "PSNR (dB)", "SSIM", "detail ratio", f"ΔE>{COLOUR_ERROR_THRESHOLD:g} %", "cross-photo cosine",
+        "method", "PSNR (dB)", "SSIM", "detail ratio", "grid", f"ΔE>{COLOUR_ERROR_THRESHOLD:g} %", "cross-photo cosine",
         "rank-1 %", "mean rank", "identity (seen in training)", "s/face",
     ]  # fmt: skip
     table: dict[str, dict] = {}
@@ -390,6 +395,7 @@ def summarise(results: dict, people: list, scales: tuple[int, ...], compile_seco
                 [
                     LABELS[method], mean_std([r["psnr"] for r in recs], "{:.2f}"),
                     mean_std([r["ssim"] for r in recs], "{:.4f}"), f"{agg['detail_median']:.2f}",
+                    f"{agg['grid_median']:.2f}",
                     f"{agg['colour_error_pct']:.2f}", mean_std([r["cross_identity"] for r in recs], "{:.4f}"),
                     f"{agg['rank1_pct']:.0f}", f"{agg['mean_rank']:.2f}",
                     mean_std([r["identity"] for r in recs], "{:.4f}"), f"{secs:.2f}" if secs is not None else "–",
@@ -399,6 +405,11 @@ def summarise(results: dict, people: list, scales: tuple[int, ...], compile_seco
         print(markdown_table(header, rows))
     print(f"\nSSIM: {SSIM_NAME}.")
     print("detail ratio: var(Laplacian) of the luma on the central 256x256, output over original (1 = real detail).")
+    originals = table[f"input@x{scales[0]}"]["grid_original_median"]
+    print(
+        "grid: power at 4-5 px periods over the bands beside them (train.objectives.grid_energy), median; a "
+        f"crosshatch or JPEG blocks raise it. The original photos: {originals:.2f}."
+    )
     print(
         f"ΔE>{COLOUR_ERROR_THRESHOLD:g} %: share of face pixels with CIEDE2000 ΔE > {COLOUR_ERROR_THRESHOLD:g} "
         "after matching low frequencies (local colour errors only)."

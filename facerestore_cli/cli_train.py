@@ -52,8 +52,14 @@ AdvMargin = Annotated[
     float, typer.Option(help="Hold the ramp while x8 validation PSNR is below the input's + this (dB).")
 ]
 AdvMaxDetail = Annotated[float, typer.Option(help="Hold the ramp while the x8 detail ratio is above this.")]
+AdvMaxGrid = Annotated[
+    float, typer.Option(help="Hold the ramp while the x8 grid energy (a crosshatch; real faces ~0.8) is above this.")
+]
 MaxMinutes = Annotated[
     float | None, typer.Option(min=0, help="Stop after this many minutes (checkpoint, validate, export).")
+]
+Ema = Annotated[
+    float, typer.Option(min=0, max=0.99999, help="Decay of the weights average validated and exported (0 = off).")
 ]
 Workers = Annotated[int, typer.Option(min=1, help="Data threads (1 = reproducible order; a GPU needs several).")]
 
@@ -100,6 +106,7 @@ def train_dmdnet_command(
     adv_ramp: AdvRamp = 4000,
     adv_psnr_margin: AdvMargin = 0.0,
     adv_max_detail: AdvMaxDetail = 1.2,
+    adv_max_grid: AdvMaxGrid = 1.0,
     low_freq: LowFreq = 0.0,
     refs_probs: Annotated[
         str, typer.Option(help="How often a batch has 0, 1 or 2 references (0 trains the generic path alone).")
@@ -122,6 +129,7 @@ def train_dmdnet_command(
     ckpt_every: CkptEvery = 100,
     lr_decay_from: LrDecay = 0.6,
     max_minutes: MaxMinutes = None,
+    ema: Ema = 0.999,
     export_only: ExportOnly = False,
 ) -> None:
     """Train DMDNet with the paper's losses and generic-dictionary stages; resumes from WORK.
@@ -138,11 +146,12 @@ def train_dmdnet_command(
         stage_steps=_steps(steps, 4), lr=lr, disc_lr=disc_lr, adv_start=adv_start, refs_choices=(0, 1, 2),
         refs_probs=_probabilities(refs_probs, 3),
         adv_scale=adv_scale, adv_scale_from=adv_scale_from, adv_ramp=adv_ramp, adv_psnr_margin=adv_psnr_margin,
-        adv_max_detail=adv_max_detail, low_freq=low_freq, perceptual=perceptual, face_net=face_net,
+        adv_max_detail=adv_max_detail, adv_max_grid=adv_max_grid, low_freq=low_freq, perceptual=perceptual,
+        face_net=face_net,
         perc_weight=perc_weight, detail_weight=detail_weight, identity_weight=identity_weight,
         chroma_weight=chroma_weight, clean_fraction=clean_fraction, seed=seed, threads=threads,
         device=device, amp=amp, bf16=bf16, workers=workers, val_every=val_every, val_faces=val_faces,
-        ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes,
+        ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes, ema=ema,
     )  # fmt: skip
     _check_perceptual(perceptual)
     path = DMDNetTrainer(opts).export_checkpoint() if export_only else train_dmdnet(opts)
@@ -169,6 +178,7 @@ def train_memgan_command(
     adv_ramp: AdvRamp = 4000,
     adv_psnr_margin: AdvMargin = 0.0,
     adv_max_detail: AdvMaxDetail = 1.2,
+    adv_max_grid: AdvMaxGrid = 1.0,
     low_freq: LowFreq = 0.0,
     perceptual: Perceptual = "auto",
     face_net: FaceNet = None,
@@ -188,6 +198,7 @@ def train_memgan_command(
     ckpt_every: CkptEvery = 100,
     lr_decay_from: LrDecay = 0.6,
     max_minutes: MaxMinutes = None,
+    ema: Ema = 0.999,
     export_only: ExportOnly = False,
 ) -> None:
     """Train MemGAN with the paper's losses (eq. 13) and eq. 14 degradations; resumes from WORK."""
@@ -200,11 +211,12 @@ def train_memgan_command(
         data=data, out=out, work_dir=work, config=Config(width=width), init=init, batch=batch, steps=steps,
         lr=lr, disc_lr=disc_lr, adv_start=adv_start,
         adv_scale=adv_scale, adv_scale_from=adv_scale_from, adv_ramp=adv_ramp, adv_psnr_margin=adv_psnr_margin,
-        adv_max_detail=adv_max_detail, low_freq=low_freq, perceptual=perceptual, face_net=face_net,
+        adv_max_detail=adv_max_detail, adv_max_grid=adv_max_grid, low_freq=low_freq, perceptual=perceptual,
+        face_net=face_net,
         perc_weight=perc_weight, detail_weight=detail_weight, identity_weight=identity_weight,
         chroma_weight=chroma_weight, clean_fraction=clean_fraction, seed=seed, threads=threads,
         device=device, amp=amp, bf16=bf16, workers=workers, val_every=val_every, val_faces=val_faces,
-        ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes,
+        ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes, ema=ema,
     )  # fmt: skip
     _check_perceptual(perceptual)
     path = MemGANTrainer(opts).export_checkpoint() if export_only else train_memgan(opts)

@@ -157,6 +157,25 @@ def test_memgan_trains_resumes_and_exports(faces_dir: Path, tmp_path: Path) -> N
     assert resumed.resume() and resumed.step == 2
     for k, v in resumed.model.state_dict().items():
         torch.testing.assert_close(v, trainer.model.state_dict()[k])
+    # the exported weights are the moving average's, which resumes with the checkpoint
+    ema = trainer.ema.state_dict()
+    for k, v in loaded.tensors.items():
+        torch.testing.assert_close(v.float(), ema[k].half().float())
+    assert any(not torch.equal(ema[k], v) for k, v in trainer.model.state_dict().items() if v.is_floating_point())
+    for k, v in resumed.ema.state_dict().items():
+        torch.testing.assert_close(v, ema[k])
+
+
+def test_memgan_without_average_exports_the_raw_weights(faces_dir: Path, tmp_path: Path) -> None:
+    opts = MemGANTrainOptions(
+        data=faces_dir, out=tmp_path / "mem.safetensors", config=MemConfig(width=0.0625), batch=1, steps=1,
+        adv_start=10, bf16=False, val_every=1000, ckpt_every=1, ema=0,
+    )  # fmt: skip
+    trainer = MemGANTrainer(opts)
+    assert trainer.ema is None and trainer.restorer is trainer.model
+    loaded = load_weights(trainer.run())
+    for k, v in loaded.tensors.items():
+        torch.testing.assert_close(v.float(), trainer.model.state_dict()[k].half().float())
 
 
 def test_divergence_guard_tells_a_collapse_from_noise() -> None:

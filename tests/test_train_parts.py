@@ -448,6 +448,10 @@ def test_adversarial_ramp_is_geometric_and_held_by_validation():
     assert ramp.review(psnr=28.0, input_psnr=27.0, detail=0.6) == "running" and not ramp.held
     ramp.advance(3)
     assert ramp.progress == 83
+    # and so does a texture on a grid (a crosshatch): its "detail" is not the face's
+    assert "grid 1.30" in ramp.review(psnr=28.0, input_psnr=27.0, detail=0.6, grid=1.3) and ramp.progress == 73
+    assert ramp.review(psnr=28.0, input_psnr=27.0, detail=0.6, grid=0.9) == "running"
+    ramp.advance(10)
     # state survives a checkpoint; a constant weight and a ramp from zero work too
     again = AdversarialRamp(start=0.02, target=1.0, steps=100)
     again.load(ramp.state())
@@ -500,6 +504,25 @@ def test_detail_ratio_of_blurred_and_sharp_faces(astronaut_face):
     assert centre(face).shape == (256, 256, 3)
     with pytest.raises(ValueError):
         detail_ratio(face[:256], face)
+
+
+def test_grid_energy_sees_a_crosshatch_not_real_detail(astronaut_face):
+    from facerestore_cli.train.objectives import grid_energy
+
+    face = astronaut_face
+    natural = grid_energy(face)
+    assert natural < 1.0  # a 200 px photo enlarged to 512: smoother than a sharp face
+    # a faint woven texture with a 4.4 px period, rotated a little, as the failed weights laid on skin
+    yy, xx = np.mgrid[:512, :512].astype(np.float64)
+    weave = sum(np.sin(2 * np.pi * (np.cos(a) * xx + np.sin(a) * yy) / 4.4) for a in (0.15, 0.15 + np.pi / 2))
+    hatched = np.clip(face + 4.0 * weave[..., None], 0, 255).astype(np.uint8)
+    assert grid_energy(hatched) > 2 * natural
+    # noise is not a grid: it spreads its power evenly, the band gets no more than its neighbours
+    noisy = np.clip(face + np.random.default_rng(0).normal(0, 6, face.shape), 0, 255).astype(np.uint8)
+    assert grid_energy(noisy) < 1.0
+    # smooth faces have little power at 4 px; the size of the input does not matter
+    assert grid_energy(cv2.GaussianBlur(face, (0, 0), 1.5)) < natural
+    assert grid_energy(cv2.resize(face, (1024, 1024), interpolation=cv2.INTER_CUBIC)) == pytest.approx(natural, rel=0.1)
 
 
 def test_light_degradation_keeps_the_face(astronaut_face):
@@ -586,3 +609,45 @@ def test_shared_terms_choose_their_perceptual(no_vgg, astronaut_face):
     total, raw = auto(hq, hq.clone())
     assert float(total) == pytest.approx(0.0, abs=1e-4)
     assert set(raw) == {"perc", "detail", "id", "style", "chroma"}
+
+
+def test_weights_average_follows_its_decay_and_copies_buffers():
+    from facerestore_cli.train.common import WeightsAverage
+
+    model = torch.nn.BatchNorm1d(3)
+    ema = WeightsAverage(model, decay=0.75)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    before = ema.model.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(4.0)
+        model.running_mean.add_(2.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.model.weight, before + 1.0)  # a quarter of the way
+    torch.testing.assert_close(ema.model.running_mean, model.running_mean)  # buffers as they are
+    assert model.weight.requires_grad  # the trained model is untouched
+    follow = WeightsAverage(model, decay=0.0)
+    with torch.no_grad():
+        model.weight.mul_(3.0)
+    follow.update(model)
+    torch.testing.assert_close(follow.model.weight, model.weight)
+    with pytest.raises(ValueError):
+        WeightsAverage(model, decay=1.0)
+
+
+def test_full_resolution_window_moves_between_calls(astronaut_face):
+    from facerestore_cli.train.objectives import DETAIL_JITTER, FaceLosses
+
+    losses = FaceLosses()
+    hq = to_tensor(astronaut_face)
+    lq = to_tensor(dg.degrade(astronaut_face, dg.fixed_degradation(8)))
+    torch.manual_seed(0)
+    rows = set()
+    for _ in range(4):
+        p = lq.clone().requires_grad_(True)
+        losses(p, hq)["detail"].backward()
+        touched = p.grad.abs().sum(dim=(0, 1, 3)).nonzero().ravel()
+        rows.add((int(touched[0]), int(touched[-1])))
+    # a 256-row window each time, somewhere within DETAIL_JITTER // 2 of the centre, not always the same
+    assert len(rows) > 1
+    for first, last in rows:
+        assert abs(first - 128) <= DETAIL_JITTER // 2 and 248 <= last - first <= 255  # a strided edge may get none

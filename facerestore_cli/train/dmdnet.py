@@ -165,6 +165,7 @@ class DMDNetTrainer(common.TrainerBase):
         if opts.init:
             self.load_init(self.model)
         self.model = self.model.to(self.device, memory_format=torch.channels_last)
+        self.average_weights()
         disc = MultiScaleSNDiscriminator(width=opts.disc_width)
         self.disc = disc.to(self.device, memory_format=torch.channels_last)
         self.dictionary = GenericDictionary(self.model, opts.gamma_init).to(self.device)
@@ -188,6 +189,7 @@ class DMDNetTrainer(common.TrainerBase):
         return {
             "options": self.options_dict(),
             "model": self.model.state_dict(),
+            **({"model_ema": self.ema.state_dict()} if self.ema is not None else {}),
             "disc": self.disc.state_dict(),
             "dictionary": self.dictionary.state(),
             "opt_g": self.opt_g.state_dict(),
@@ -197,6 +199,7 @@ class DMDNetTrainer(common.TrainerBase):
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        self.load_average(state)
         self.disc.load_state_dict(state["disc"])
         self.dictionary.load(state["dictionary"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -317,6 +320,8 @@ class DMDNetTrainer(common.TrainerBase):
             self.opt_dict.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         if stage == "backward":
             self.opt_dict.step()
         after()
@@ -345,8 +350,9 @@ class DMDNetTrainer(common.TrainerBase):
 
     def validate(self, limit: int | None = 8) -> dict:
         """PSNR/SSIM on held-out faces at fixed x4 and x8 degradations, generic and with 2 views."""
+        model = self.restorer
         if not getattr(self, "_frozen", False):
-            self.dictionary.write_into(self.model)
+            self.dictionary.write_into(model)
         views: dict[int, dict] = {}
 
         def specific(i: int, hq_img: np.ndarray) -> dict:
@@ -354,18 +360,18 @@ class DMDNetTrainer(common.TrainerBase):
                 rng = np.random.default_rng(1234 + i)
                 refs = [reference_view(hq_img, rng, self.predictor) for _ in range(2)]
                 ref_t = common.to_tensor([r for r, _ in refs], self.device)
-                views[i] = self.model.encode_references(ref_t, _boxes([m for _, m in refs]))
+                views[i] = model.encode_references(ref_t, _boxes([m for _, m in refs]))
             return views[i]
 
         def boxes(i: int) -> Tensor:
             return _boxes([self.val_marks[i]])
 
-        with common.eval_mode(self.model):
+        with common.eval_mode(model):
             return common.validate_restorers(
                 self.val_files,
                 {
-                    "generic": lambda lq, i, hq: self.model(lq, boxes(i)),
-                    "refs": lambda lq, i, hq: self.model(lq, boxes(i), specific(i, hq)),
+                    "generic": lambda lq, i, hq: model(lq, boxes(i)),
+                    "refs": lambda lq, i, hq: model(lq, boxes(i), specific(i, hq)),
                 },
                 self.work / f"val_{self.step:06d}.jpg",
                 limit,
@@ -373,9 +379,10 @@ class DMDNetTrainer(common.TrainerBase):
             )
 
     def export(self, validation: dict | None = None) -> str:
+        model = self.restorer
         if not getattr(self, "_frozen", False):
-            self.dictionary.write_into(self.model)
-        return self.export_state(self.model.state_dict(), validation)
+            self.dictionary.write_into(model)
+        return self.export_state(model.state_dict(), validation)
 
 
 def train_dmdnet(opts: DMDNetTrainOptions) -> Path:

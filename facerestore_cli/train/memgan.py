@@ -77,6 +77,7 @@ class MemGANTrainer(common.TrainerBase):
             self.load_init(self.model)
         # (no channels_last for the model: its modulated conv weights are 5-D, as the clean layout is)
         self.model = self.model.to(self.device)
+        self.average_weights()
         disc = StyleGAN2Discriminator(width=opts.disc_width)
         self.disc = disc.to(self.device, memory_format=torch.channels_last)
         self.perceptual = self.shared_terms("memgan", MEMGAN_FACE_WEIGHTS)
@@ -89,6 +90,7 @@ class MemGANTrainer(common.TrainerBase):
         return {
             "options": self.options_dict(),
             "model": self.model.state_dict(),
+            **({"model_ema": self.ema.state_dict()} if self.ema is not None else {}),
             "disc": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -96,6 +98,7 @@ class MemGANTrainer(common.TrainerBase):
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        self.load_average(state)
         self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -131,6 +134,8 @@ class MemGANTrainer(common.TrainerBase):
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         l_d = out.new_zeros(())
         if adv:
             self.disc.requires_grad_(True)
@@ -151,17 +156,17 @@ class MemGANTrainer(common.TrainerBase):
         }  # fmt: skip
 
     def validate(self, limit: int | None = 8) -> dict:
-        with common.eval_mode(self.model):
+        with common.eval_mode(self.restorer):
             return common.validate_restorers(
                 self.val_files,
-                {"memgan": lambda lq, i, hq: self.model(lq)},
+                {"memgan": lambda lq, i, hq: self.restorer(lq)},
                 self.work / f"val_{self.step:06d}.jpg",
                 limit,
                 self.device,
             )
 
     def export(self, validation: dict | None = None) -> str:
-        return self.export_state(self.model.state_dict(), validation)
+        return self.export_state(self.restorer.state_dict(), validation)
 
 
 def train_memgan(opts: MemGANTrainOptions) -> Path:
