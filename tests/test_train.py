@@ -284,6 +284,10 @@ def test_memgan_fine_tunes_from_init_with_the_new_losses(faces_dir: Path, tmp_pa
     assert ckpt["adv_ramp"]["progress"] == 2
     validation = [r for r in records if r.get("event") == "validation"]
     assert validation and "x8_memgan_detail" in validation[0] and "ramp" in validation[0]
+    v = validation[0]
+    assert v["x8_memgan_grid"] > 0 and v["x8_input_grid"] > 0
+    # the same-photo identity from the face net: the input keeps more of it at x4 than at x8
+    assert 0 < v["x8_input_identity"] < v["x4_input_identity"] <= 1 and -1 <= v["x8_memgan_identity"] <= 1
     assert (tmp_path / "b.work" / "log.txt").read_text().count("event=validation") == len(validation)
     # a resumed run takes the command's discriminator rate, not the checkpoint's
     import dataclasses

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -312,6 +312,22 @@ class TrainerBase:
         if self.ema is not None:
             self.ema.load_state_dict(state.get("model_ema", state["model"]))
 
+    def identity_measure(self) -> Callable[[Tensor, Tensor], float] | None:
+        """Validation's same-photo identity: the cosine of the face net's descriptors (None without the net)."""
+        face = getattr(self.perceptual, "face", None)
+        if face is None:
+            return None
+        from facerestore_cli.train.face_features import chip_from_aligned
+
+        net = face.face.net
+
+        def cosine(y: Tensor, hq: Tensor) -> float:
+            with torch.no_grad():
+                a, b = (net.features(chip_from_aligned((t.to(self.device) + 1) / 2))[-1] for t in (y, hq))
+                return float(F.cosine_similarity(a, b, dim=1).mean())
+
+        return cosine
+
     @property
     def restorer(self) -> torch.nn.Module:
         """The weights that are validated and exported: the moving average where there is one."""
@@ -541,6 +557,7 @@ def validate_restorers(
     grid_path: Path,
     limit: int | None = None,
     device: torch.device | str = "cpu",
+    identity: Callable[[Tensor, Tensor], float] | None = None,
 ) -> dict[str, float]:
     """PSNR/SSIM/tone PSNR (means) and detail ratio (median) of each restorer on held-out faces at the
     fixed x4 and x8 degradations.
@@ -553,7 +570,9 @@ def validate_restorers(
     energy against the original's (1 = as detailed as the real face), the median over faces because
     one ratio can be far off on a face whose original centre is unusually flat. ``grid`` is
     :func:`~facerestore_cli.train.objectives.grid_energy` (median): a texture laid on a 4-5 px grid,
-    which raises the detail ratio and looks worse (sharp real faces: about 0.8).
+    which raises the detail ratio and looks worse (sharp real faces: about 0.8). ``identity(y, hq)``,
+    where given, is the cosine of the face net's descriptors of the output and the original (mean):
+    the same photo, so the identity loss sees it (``bench/quality.py`` measures the cross-photo one).
     """
     from facerestore_cli.train.data import read_rgb
     from facerestore_cli.train.degrade import degrade, fixed_degradation
@@ -580,6 +599,8 @@ def validate_restorers(
                     image = to_uint8(y)[0]
                     results.setdefault(f"x{scale}_{name}_detail", []).append(detail_ratio(image, hq_img))
                     results.setdefault(f"x{scale}_{name}_grid", []).append(grid_energy(image))
+                    if identity is not None:
+                        results.setdefault(f"x{scale}_{name}_identity", []).append(identity(y, hq))
                     row.append(image)
             rows.append(row)
     save_grid(grid_path, rows[:4], scale=0.25)

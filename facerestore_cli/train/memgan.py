@@ -163,6 +163,7 @@ class MemGANTrainer(common.TrainerBase):
                 self.work / f"val_{self.step:06d}.jpg",
                 limit,
                 self.device,
+                self.identity_measure(),
             )
 
     def export(self, validation: dict | None = None) -> str:
