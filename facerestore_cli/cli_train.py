@@ -61,6 +61,10 @@ MaxMinutes = Annotated[
 Ema = Annotated[
     float, typer.Option(min=0, max=0.99999, help="Decay of the weights average validated and exported (0 = off).")
 ]
+ValReal = Annotated[
+    Path | None,
+    typer.Option(exists=True, file_okay=False, help="Real degraded aligned crops: validation logs their grid energy."),
+]
 Workers = Annotated[int, typer.Option(min=1, help="Data threads (1 = reproducible order; a GPU needs several).")]
 
 
@@ -130,6 +134,7 @@ def train_dmdnet_command(
     lr_decay_from: LrDecay = 0.6,
     max_minutes: MaxMinutes = None,
     ema: Ema = 0.999,
+    val_real: ValReal = None,
     export_only: ExportOnly = False,
 ) -> None:
     """Train DMDNet with the paper's losses and generic-dictionary stages; resumes from WORK.
@@ -151,7 +156,7 @@ def train_dmdnet_command(
         perc_weight=perc_weight, detail_weight=detail_weight, identity_weight=identity_weight,
         chroma_weight=chroma_weight, clean_fraction=clean_fraction, seed=seed, threads=threads,
         device=device, amp=amp, bf16=bf16, workers=workers, val_every=val_every, val_faces=val_faces,
-        ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes, ema=ema,
+        ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes, ema=ema, val_real=val_real,
     )  # fmt: skip
     _check_perceptual(perceptual)
     path = DMDNetTrainer(opts).export_checkpoint() if export_only else train_dmdnet(opts)
@@ -199,6 +204,7 @@ def train_memgan_command(
     lr_decay_from: LrDecay = 0.6,
     max_minutes: MaxMinutes = None,
     ema: Ema = 0.999,
+    val_real: ValReal = None,
     export_only: ExportOnly = False,
 ) -> None:
     """Train MemGAN with the paper's losses (eq. 13) and eq. 14 degradations; resumes from WORK."""
@@ -216,7 +222,7 @@ def train_memgan_command(
         perc_weight=perc_weight, detail_weight=detail_weight, identity_weight=identity_weight,
         chroma_weight=chroma_weight, clean_fraction=clean_fraction, seed=seed, threads=threads,
         device=device, amp=amp, bf16=bf16, workers=workers, val_every=val_every, val_faces=val_faces,
-        ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes, ema=ema,
+        ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes, ema=ema, val_real=val_real,
     )  # fmt: skip
     _check_perceptual(perceptual)
     path = MemGANTrainer(opts).export_checkpoint() if export_only else train_memgan(opts)

@@ -268,7 +268,13 @@ def test_memgan_fine_tunes_from_init_with_the_new_losses(faces_dir: Path, tmp_pa
                 ckpt_every=1, clean_fraction=0.5, adv_ramp=10, adv_psnr_margin=-100.0)  # fmt: skip
     first = MemGANTrainOptions(out=tmp_path / "a.safetensors", steps=1, **base)
     a = MemGANTrainer(first).run()
-    tuned = MemGANTrainOptions(out=tmp_path / "b.safetensors", steps=2, init=a, **base)
+    real = tmp_path / "real"  # real degraded crops stand-in: two of the faces, JPEG-blocked
+    real.mkdir()
+    for i in (0, 1):
+        face = cv2.imread(str(faces_dir / f"face{i}.png"))
+        cv2.imwrite(str(real / f"r{i}.jpg"), face, [cv2.IMWRITE_JPEG_QUALITY, 20])
+    tuned = MemGANTrainOptions(out=tmp_path / "b.safetensors", steps=2, init=a, val_real=real, adv_max_grid=100.0,
+                               **base)  # fmt: skip
     trainer = MemGANTrainer(tuned)
     init = load_weights(a).tensors
     for k, v in trainer.model.state_dict().items():  # starts from the file (fp16-rounded)
@@ -286,6 +292,8 @@ def test_memgan_fine_tunes_from_init_with_the_new_losses(faces_dir: Path, tmp_pa
     assert validation and "x8_memgan_detail" in validation[0] and "ramp" in validation[0]
     v = validation[0]
     assert v["x8_memgan_grid"] > 0 and v["x8_input_grid"] > 0
+    # the real crops' grid energy (of the crops as they are, and through the restorer)
+    assert v["real_input_grid"] > 0 and v["real_memgan_grid"] > 0
     # the same-photo identity from the face net: the input keeps more of it at x4 than at x8
     assert 0 < v["x8_input_identity"] < v["x4_input_identity"] <= 1 and -1 <= v["x8_memgan_identity"] <= 1
     assert (tmp_path / "b.work" / "log.txt").read_text().count("event=validation") == len(validation)
@@ -301,10 +309,26 @@ def test_memgan_fine_tunes_from_init_with_the_new_losses(faces_dir: Path, tmp_pa
                                          **{**base, "config": MemConfig(width=0.125)}))  # fmt: skip
 
 
+def test_the_ramp_holds_on_the_worse_of_the_synthetic_and_the_real_grid() -> None:
+    from types import SimpleNamespace
+
+    from facerestore_cli.train.common import TrainerBase
+    from facerestore_cli.train.objectives import AdversarialRamp
+
+    trainer = SimpleNamespace(main_restorer="memgan", ramp=AdversarialRamp(start=0.1, target=1.0, steps=100))
+    figures = {"x8_memgan_psnr": 28.0, "x8_input_psnr": 27.0, "x8_memgan_detail": 0.4, "x8_memgan_grid": 0.9}
+    assert TrainerBase.review_ramp(trainer, figures) == "running"
+    why = TrainerBase.review_ramp(trainer, {**figures, "real_memgan_grid": 1.4})
+    assert trainer.ramp.held and "grid 1.40" in why
+    assert TrainerBase.review_ramp(trainer, {**figures, "real_memgan_grid": 0.95}) == "running"
+
+
 def test_dmdnet_init_validation_reports_detail_and_time_limit(faces_dir: Path, tmp_path: Path) -> None:
-    opts = dmd_options(faces_dir, tmp_path, stage_steps=(1, 0, 0, 1))
+    opts = dmd_options(faces_dir, tmp_path, stage_steps=(1, 0, 0, 1), val_real=faces_dir)
     first = DMDNetTrainer(opts).run()
     val = load_weights(first).metadata["validation"]
+    # landmarks found on each real crop (a 2-step model's output is flat: grid 0)
+    assert val["real_generic_grid"] >= 0 and val["real_input_grid"] > 0
     for scale, name in itertools.product((4, 8), ("input", "generic", "refs")):
         assert 0 <= val[f"x{scale}_{name}_detail"] < 3  # (a 2-step model's output is nearly flat: ~0)
     assert val["x8_input_detail"] < val["x4_input_detail"] < 1  # stronger degradation, less detail

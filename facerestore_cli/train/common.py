@@ -9,7 +9,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +77,10 @@ class TrainOptions:
     adv_max_detail: float = 1.2
     #: ... or when the x8 grid energy (``objectives.grid_energy``, real faces about 0.8) rises above this
     adv_max_grid: float = 1.0
+    #: aligned crops of real degraded faces (no originals needed): validation also logs the grid energy
+    #: of each restorer's output on them, and the ramp's grid hold takes the larger of the two. Real
+    #: JPEG and sensor noise showed a crosshatch that the synthetic degradations did not.
+    val_real: Path | None = None
     #: stop (checkpoint, validate, export) after this many minutes of this process's wall time
     max_minutes: float | None = None
     #: data threads (1 keeps the batch order reproducible; a GPU needs several)
@@ -294,6 +298,7 @@ class TrainerBase:
         self.train_data = FaceData(
             train_files, marks[[index[f] for f in train_files]], spec, self.predictor, opts.clean_fraction
         )
+        self.val_real = list_images(opts.val_real) if opts.val_real else []
         start = self.default_adv_from if opts.adv_scale_from is None else opts.adv_scale_from
         self.ramp = AdversarialRamp(
             start=start if opts.adv_ramp > 0 else opts.adv_scale, target=opts.adv_scale, steps=opts.adv_ramp,
@@ -446,9 +451,10 @@ class TrainerBase:
     def review_ramp(self, validation: dict) -> str:
         """Hold or release the adversarial ramp from a validation's x8 PSNR, detail ratio and grid energy."""
         name = self.main_restorer
+        grids = [g for g in (validation.get(f"x8_{name}_grid"), validation.get(f"real_{name}_grid")) if g is not None]
         return self.ramp.review(
             validation.get(f"x8_{name}_psnr"), validation.get("x8_input_psnr"), validation.get(f"x8_{name}_detail"),
-            validation.get(f"x8_{name}_grid"),
+            max(grids) if grids else None,
         )  # fmt: skip
 
     def batches(self) -> Iterator[dict]:
@@ -558,6 +564,7 @@ def validate_restorers(
     limit: int | None = None,
     device: torch.device | str = "cpu",
     identity: Callable[[Tensor, Tensor], float] | None = None,
+    real: Sequence[tuple[Path, Callable[[Tensor, np.ndarray], dict[str, Tensor]]]] = (),
 ) -> dict[str, float]:
     """PSNR/SSIM/tone PSNR (means) and detail ratio (median) of each restorer on held-out faces at the
     fixed x4 and x8 degradations.
@@ -573,6 +580,8 @@ def validate_restorers(
     which raises the detail ratio and looks worse (sharp real faces: about 0.8). ``identity(y, hq)``,
     where given, is the cosine of the face net's descriptors of the output and the original (mean):
     the same photo, so the identity loss sees it (``bench/quality.py`` measures the cross-photo one).
+    ``real`` pairs real degraded crops with ``fn(tensor, rgb) -> {name: output}``; their grid energy
+    (median) is ``real_<name>_grid``, and the crops as they are ``real_input_grid``.
     """
     from facerestore_cli.train.data import read_rgb
     from facerestore_cli.train.degrade import degrade, fixed_degradation
@@ -603,6 +612,11 @@ def validate_restorers(
                         results.setdefault(f"x{scale}_{name}_identity", []).append(identity(y, hq))
                     row.append(image)
             rows.append(row)
+        for path, fn in real:
+            rgb = read_rgb(path)
+            results.setdefault("real_input_grid", []).append(grid_energy(rgb))
+            for name, y in fn(to_tensor([rgb]).to(device), rgb).items():
+                results.setdefault(f"real_{name}_grid", []).append(grid_energy(to_uint8(y.float().cpu())[0]))
     save_grid(grid_path, rows[:4], scale=0.25)
     medians = ("_detail", "_grid")
     return {k: float(np.nanmedian(v) if k.endswith(medians) else np.mean(v)) for k, v in results.items()}

@@ -366,6 +366,9 @@ class DMDNetTrainer(common.TrainerBase):
         def boxes(i: int) -> Tensor:
             return _boxes([self.val_marks[i]])
 
+        def real(t: Tensor, rgb: np.ndarray) -> dict[str, Tensor]:
+            return {"generic": model(t, _boxes([self.predictor.predict(rgb)]))}
+
         with common.eval_mode(model):
             return common.validate_restorers(
                 self.val_files,
@@ -377,6 +380,7 @@ class DMDNetTrainer(common.TrainerBase):
                 limit,
                 self.device,
                 self.identity_measure(),
+                [(path, real) for path in self.val_real],
             )
 
     def export(self, validation: dict | None = None) -> str:

@@ -164,6 +164,7 @@ class MemGANTrainer(common.TrainerBase):
                 limit,
                 self.device,
                 self.identity_measure(),
+                [(path, lambda t, rgb: {"memgan": self.restorer(t)}) for path in self.val_real],
             )
 
     def export(self, validation: dict | None = None) -> str:
