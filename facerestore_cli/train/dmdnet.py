@@ -34,6 +34,7 @@ comes along, so a fine-tuning run uses ``stage_steps = (0, 0, 0, N)``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,7 @@ class DMDNetTrainer(common.TrainerBase):
             self.load_init(self.model)
         self.model = self.model.to(self.device, memory_format=torch.channels_last)
         self.average_weights()
+        self._real_marks: dict[Path, np.ndarray] = {}
         disc = MultiScaleSNDiscriminator(width=opts.disc_width)
         self.disc = disc.to(self.device, memory_format=torch.channels_last)
         self.dictionary = GenericDictionary(self.model, opts.gamma_init).to(self.device)
@@ -366,8 +368,10 @@ class DMDNetTrainer(common.TrainerBase):
         def boxes(i: int) -> Tensor:
             return _boxes([self.val_marks[i]])
 
-        def real(t: Tensor, rgb: np.ndarray) -> dict[str, Tensor]:
-            return {"generic": model(t, _boxes([self.predictor.predict(rgb)]))}
+        def real(t: Tensor, rgb: np.ndarray, path: Path) -> dict[str, Tensor]:
+            if path not in self._real_marks:  # the crops do not change: their landmarks are found once
+                self._real_marks[path] = self.predictor.predict(rgb)
+            return {"generic": model(t, _boxes([self._real_marks[path]]))}
 
         with common.eval_mode(model):
             return common.validate_restorers(
@@ -380,7 +384,7 @@ class DMDNetTrainer(common.TrainerBase):
                 limit,
                 self.device,
                 self.identity_measure(),
-                [(path, real) for path in self.val_real],
+                [(path, functools.partial(real, path=path)) for path in self.val_real],
             )
 
     def export(self, validation: dict | None = None) -> str:

