@@ -121,6 +121,7 @@ def train_dmdnet_command(
     detail_weight: Weight = None,
     identity_weight: Weight = None,
     chroma_weight: Weight = None,
+    spectrum_weight: Weight = None,
     clean_fraction: CleanFraction = 0.12,
     seed: Seed = 0,
     threads: Threads = None,
@@ -154,7 +155,8 @@ def train_dmdnet_command(
         adv_max_detail=adv_max_detail, adv_max_grid=adv_max_grid, low_freq=low_freq, perceptual=perceptual,
         face_net=face_net,
         perc_weight=perc_weight, detail_weight=detail_weight, identity_weight=identity_weight,
-        chroma_weight=chroma_weight, clean_fraction=clean_fraction, seed=seed, threads=threads,
+        chroma_weight=chroma_weight, spectrum_weight=spectrum_weight, clean_fraction=clean_fraction, seed=seed,
+        threads=threads,
         device=device, amp=amp, bf16=bf16, workers=workers, val_every=val_every, val_faces=val_faces,
         ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes, ema=ema, val_real=val_real,
     )  # fmt: skip
@@ -174,6 +176,9 @@ def train_memgan_command(
     ] = None,
     steps: Annotated[int, typer.Option(min=1, help="Training steps in all (resumed runs count on).")] = 10000,
     width: Annotated[float, typer.Option(help="Channel multiplier (the paper's model is 1.0).")] = 0.25,
+    noise: Annotated[
+        bool, typer.Option(help="The decoder's noise injection; --no-noise zeroes and freezes its strengths.")
+    ] = True,
     batch: Batch = 2,
     lr: Lr = 2e-4,
     disc_lr: DiscLr = None,
@@ -191,6 +196,7 @@ def train_memgan_command(
     detail_weight: Weight = None,
     identity_weight: Weight = None,
     chroma_weight: Weight = None,
+    spectrum_weight: Weight = None,
     clean_fraction: CleanFraction = 0.12,
     seed: Seed = 0,
     threads: Threads = None,
@@ -214,13 +220,14 @@ def train_memgan_command(
     Config = get_method("memgan").config
 
     opts = MemGANTrainOptions(
-        data=data, out=out, work_dir=work, config=Config(width=width), init=init, batch=batch, steps=steps,
+        data=data, out=out, work_dir=work, config=Config(width=width), init=init, batch=batch, steps=steps, noise=noise,
         lr=lr, disc_lr=disc_lr, adv_start=adv_start,
         adv_scale=adv_scale, adv_scale_from=adv_scale_from, adv_ramp=adv_ramp, adv_psnr_margin=adv_psnr_margin,
         adv_max_detail=adv_max_detail, adv_max_grid=adv_max_grid, low_freq=low_freq, perceptual=perceptual,
         face_net=face_net,
         perc_weight=perc_weight, detail_weight=detail_weight, identity_weight=identity_weight,
-        chroma_weight=chroma_weight, clean_fraction=clean_fraction, seed=seed, threads=threads,
+        chroma_weight=chroma_weight, spectrum_weight=spectrum_weight, clean_fraction=clean_fraction, seed=seed,
+        threads=threads,
         device=device, amp=amp, bf16=bf16, workers=workers, val_every=val_every, val_faces=val_faces,
         ckpt_every=ckpt_every, lr_decay_from=lr_decay_from, max_minutes=max_minutes, ema=ema, val_real=val_real,
     )  # fmt: skip

@@ -6,6 +6,7 @@ this checks the machinery, not the quality (bench/quality.py measures that on th
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -176,6 +177,38 @@ def test_memgan_without_average_exports_the_raw_weights(faces_dir: Path, tmp_pat
     loaded = load_weights(trainer.run())
     for k, v in loaded.tensors.items():
         torch.testing.assert_close(v.float(), trainer.model.state_dict()[k].half().float())
+
+
+def test_memgan_without_noise_keeps_its_strengths_at_zero_through_training_and_resume(
+    faces_dir: Path, tmp_path: Path
+) -> None:
+    from facerestore_cli.models.stylegan2 import StyleConv
+
+    opts = MemGANTrainOptions(
+        data=faces_dir, out=tmp_path / "mem.safetensors", config=MemConfig(width=0.0625), batch=1, steps=2,
+        adv_start=0, bf16=False, val_every=1000, ckpt_every=1, noise=False, spectrum_weight=0.01,
+    )  # fmt: skip
+
+    def strengths(model: torch.nn.Module) -> list[torch.Tensor]:
+        return [m.weight for m in model.modules() if isinstance(m, StyleConv)]
+
+    # a checkpoint whose noise strengths are not zero, as the first sharper run's were
+    noisy = MemGANTrainer(dataclasses.replace(opts, noise=True))
+    for w in strengths(noisy.model):
+        w.data.fill_(0.05)
+    noisy.average_weights()
+    noisy.save()
+    trainer = MemGANTrainer(opts)
+    assert trainer.resume() and trainer.step == 0
+    for model in (trainer.model, trainer.ema.model):
+        assert all(float(w) == 0.0 and not w.requires_grad for w in strengths(model))
+    out = trainer.run()
+    assert all(float(w) == 0.0 for w in strengths(trainer.model)) and trainer.step == 2
+    exported = load_weights(out).tensors
+    assert all(float(v) == 0.0 for k, v in exported.items() if k.endswith(".weight") and v.numel() == 1)
+    # the other weights did train
+    pairs = zip(noisy.model.parameters(), trainer.model.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
 
 
 def test_divergence_guard_tells_a_collapse_from_noise() -> None:
@@ -359,15 +392,20 @@ def test_train_commands_pass_the_new_options(faces_dir: Path, tmp_path: Path) ->
     assert bad.exit_code == 2 and "--perceptual" in bad.output and not out.exists()
     flags = ["--steps", "1", "--threads", "1", "--adv-start", "0", "--adv-scale", "0.5", "--adv-scale-from", "0.05",
              "--adv-ramp", "7", "--chroma-weight", "3", "--identity-weight", "0.2", "--clean-fraction", "0.3",
-             "--low-freq", "2", "--val-every", "1000", "--ckpt-every", "1", "--max-minutes", "30"]  # fmt: skip
+             "--low-freq", "2", "--val-every", "1000", "--ckpt-every", "1", "--max-minutes", "30",
+             "--spectrum-weight", "0.02", "--no-noise"]  # fmt: skip
     result = CliRunner().invoke(cli_train.app, [*common, *flags])
     assert result.exit_code == 0, result.output
     options = load_weights(out).metadata["training"]["options"]
     expected = {"adv_scale": 0.5, "adv_scale_from": 0.05, "adv_ramp": 7, "chroma_weight": 3.0,
                 "identity_weight": 0.2, "clean_fraction": 0.3, "low_freq": 2.0, "bf16": False, "device": "cpu",
-                "perceptual": "auto"}  # fmt: skip
+                "perceptual": "auto", "spectrum_weight": 0.02, "noise": False}  # fmt: skip
     assert {k: options[k] for k in expected} == expected
-    assert "identity 0.2, chroma 3" in load_weights(out).metadata["perceptual"]
+    assert "identity 0.2, chroma 3, spectrum 0.02" in load_weights(out).metadata["perceptual"]
+    tensors = load_weights(out).tensors
+    strengths = [v for k, v in tensors.items() if k.startswith("decoder.style_conv") and k.endswith(".weight")]
+    strengths = [v for v in strengths if v.numel() == 1]
+    assert strengths and all(float(v) == 0.0 for v in strengths)
 
 
 @pytest.mark.slow

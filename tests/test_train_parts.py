@@ -525,6 +525,32 @@ def test_grid_energy_sees_a_crosshatch_not_real_detail(astronaut_face):
     assert grid_energy(cv2.resize(face, (1024, 1024), interpolation=cv2.INTER_CUBIC)) == pytest.approx(natural, rel=0.1)
 
 
+def test_spectrum_loss_asks_for_the_targets_fine_detail_and_no_grid(astronaut_face):
+    from facerestore_cli.train.objectives import fine_spectrum, laplacian_variance, spectrum_loss
+
+    rng = np.random.default_rng(0)
+    # a target with fine detail at every frequency (the astronaut is a 200 px photo enlarged)
+    sharp = np.clip(astronaut_face + rng.normal(0, 5, astronaut_face.shape), 0, 255).astype(np.uint8)
+    hq = to_tensor(sharp)
+    assert fine_spectrum(hq).shape == (1, 256, 256)
+    # the same detail moved by 3 px has the same spectrum; a blurred or a hatched copy does not
+    moved = float(spectrum_loss(torch.roll(hq, (3, 3), dims=(-2, -1)), hq))
+    blurred_img = cv2.GaussianBlur(sharp, (0, 0), 1.2)
+    blurred = float(spectrum_loss(to_tensor(blurred_img), hq))
+    yy, xx = np.mgrid[:512, :512].astype(np.float64)
+    weave = sum(np.sin(2 * np.pi * (np.cos(a) * xx + np.sin(a) * yy) / 4.4) for a in (0.15, 0.15 + np.pi / 2))
+    hatched = float(spectrum_loss(to_tensor(np.clip(sharp + 6.0 * weave[..., None], 0, 255).astype(np.uint8)), hq))
+    assert blurred > 20 * moved and hatched > 1.3 * moved, (moved, blurred, hatched)
+    # its gradient puts fine detail back into the blurred face
+    _check_loss(spectrum_loss, hq, to_tensor(blurred_img))
+    p = to_tensor(blurred_img).requires_grad_(True)
+    spectrum_loss(p, hq).backward()
+    stepped = (p - 0.05 * p.grad / p.grad.abs().max()).detach()
+    after = ((stepped[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).numpy()
+    assert float(spectrum_loss(stepped, hq)) < blurred
+    assert laplacian_variance(after[128:384, 128:384]) > laplacian_variance(blurred_img[128:384, 128:384].astype(float))
+
+
 def test_light_degradation_keeps_the_face(astronaut_face):
     from facerestore_cli.train.objectives import light_degradation
 
@@ -608,7 +634,7 @@ def test_shared_terms_choose_their_perceptual(no_vgg, astronaut_face):
     hq = to_tensor(astronaut_face)
     total, raw = auto(hq, hq.clone())
     assert float(total) == pytest.approx(0.0, abs=1e-4)
-    assert set(raw) == {"perc", "detail", "id", "style", "chroma"}
+    assert set(raw) == {"perc", "detail", "id", "style", "chroma", "spectrum"}
 
 
 def test_weights_average_follows_its_decay_and_copies_buffers():

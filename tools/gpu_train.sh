@@ -44,7 +44,8 @@ fi
 case "$MODEL" in
   memgan)
     ARGS=(memgan --init "$REPO/weights/memgan-compact.safetensors" --steps "$STEPS"
-          --adv-scale-from 0.1 --adv-ramp "$((STEPS * 6 / 10))" --low-freq 10) ;;
+          --adv-scale-from 0.1 --adv-ramp "$((STEPS * 6 / 10))" --low-freq 10
+          --no-noise --spectrum-weight 0.01) ;;  # the decoder's noise made a crosshatch (docs/studies)
   dmdnet)
     ARGS=(dmdnet --init "$REPO/weights/dmdnet-compact.safetensors" --steps "0,0,0,$STEPS"
           --adv-scale-from 0.02 --adv-ramp "$((STEPS * 6 / 10))" --low-freq 50 ${DMDNET_ARGS:-}) ;;

@@ -38,9 +38,11 @@ def _portable(value: object, method: str) -> object:
     if isinstance(value, str) and value.startswith("/"):
         if value.rstrip("/").endswith("train-faces"):
             return DATA
+        if "/data/eval-dev/" in value:
+            return "../shared/data/eval-dev/" + value.split("/data/eval-dev/", 1)[1]
         if value.endswith(".safetensors"):
             return f"{method}-compact.safetensors"
-        if value.endswith(".work"):
+        if value.endswith((".work", "/work")):
             return f"{method}-compact.work"
     return value
 

@@ -62,6 +62,7 @@ class TrainOptions:
     detail_weight: float | None = None
     identity_weight: float | None = None
     chroma_weight: float | None = None
+    spectrum_weight: float | None = None
     #: our tone term (L1 of block averages; 0 = off)
     low_freq: float = 0.0
     #: share of samples whose input is clean or barely degraded, with the same target
@@ -344,7 +345,7 @@ class TrainerBase:
 
         o = self.opts
         overrides = {"perceptual": o.perc_weight, "detail": o.detail_weight, "identity": o.identity_weight,
-                     "chroma": o.chroma_weight}  # fmt: skip
+                     "chroma": o.chroma_weight, "spectrum": o.spectrum_weight}  # fmt: skip
         weights = dataclasses.replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
         return SharedTerms(kind, o.perceptual, vgg=o.vgg, face_net=o.face_net, weights=weights).to(self.device)
 
