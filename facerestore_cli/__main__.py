@@ -1,3 +1,3 @@
-from facerestore_cli.cli import main
+from facerestore_cli.cli import console
 
-main()
+console()

@@ -12,11 +12,13 @@ all done, 1 some files failed, 2 usage or set-up error, 128 + the signal when in
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -46,15 +48,42 @@ from facerestore_cli.models import methods as registered_methods
 
 def _plain_help_types() -> None:
     """No type labels (``<list[str]>``, ``<bool>``) in help: at 80 columns they take the help text's room and
-    say less than a metavar (``DIR``, ``N``). Typer 0.2x has no setting for it, so its display hooks go."""
+    say less than a metavar (``DIR``, ``N``). Typer has no setting for it, so its display hooks go: those
+    of 0.29 (``display_type_rich``) or of 0.28 (``make_metavar`` and the argument's type metavar)."""
     from typer import core
 
-    def option_type(self, ctx) -> str | None:  # a flag: nothing; else its metavar, or its type's name: PATH
-        label = None if self.is_flag or self.count else self.metavar or self.display_type(ctx).strip("<>")
-        return label if label is None or "|" in label else {"str": "TEXT"}.get(label, label).upper()
+    def plain(label: str) -> str:  # "<int range>" -> INT RANGE, "<str>" -> TEXT; choices stay as they are
+        label = label.strip("<>")
+        return label if "|" in label else {"str": "TEXT", "directory": "DIR"}.get(label, label).upper()
 
-    core.TyperOption.display_type_rich = option_type
-    core.TyperArgument.display_type_rich = lambda self, ctx: None
+    if hasattr(core.TyperArgument, "display_type_rich"):  # typer 0.29
+
+        def option_type(self, ctx) -> str | None:  # a flag: nothing; else its metavar, or its type's name
+            return None if self.is_flag or self.count else plain(self.metavar or self.display_type(ctx))
+
+        core.TyperOption.display_type_rich = option_type
+        core.TyperArgument.display_type_rich = lambda self, ctx: None
+        return
+    # typer 0.28 labels an option by make_metavar and an argument by its type's metavar, else "<type name>"
+    option_metavar, argument_init = core.TyperOption.make_metavar, core.TyperArgument.__init__
+
+    def make_metavar(self, ctx) -> str:
+        return self.metavar or plain(option_metavar(self, ctx))
+
+    def untyped_init(self, *args, **kwargs) -> None:  # an empty metavar hides the argument's type
+        argument_init(self, *args, **kwargs)
+        self.type = copy.copy(self.type)
+        self.type.get_metavar = lambda *a, **k: ""
+
+    argument_metavar = core.TyperArgument.make_metavar
+
+    def usage_metavar(self, ctx, *, usage: bool = False) -> str:  # PHOTO... as 0.29 writes it
+        var = argument_metavar(self, ctx, usage=usage)
+        return var + "..." if usage and self.metavar is not None and self.nargs != 1 else var
+
+    core.TyperOption.make_metavar = make_metavar
+    core.TyperArgument.__init__ = untyped_init
+    core.TyperArgument.make_metavar = usage_metavar
 
 
 _plain_help_types()
@@ -443,3 +472,31 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(sig, _interrupt)
     args = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     app(args=args, prog_name="facerestore")
+
+
+def console() -> None:
+    """The ``facerestore`` command (and ``python -m facerestore_cli``): :func:`main`, then a quick exit.
+
+    Once every file is written and closed, tearing the interpreter down (freeing the models' sessions
+    and arrays, module by module) is a tenth of a second of a one-photo call, which scripts that call us
+    per photo pay every time. So the process ends with ``os._exit`` after flushing its output, unless
+    something that needs a clean exit is running: another Python thread, Ray, or torch.
+    """
+    try:
+        main()
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, str) or threading.active_count() > 1 or not {"ray", "torch"}.isdisjoint(sys.modules):
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken pipe: let the interpreter report it as it would
+        sys.exit(code)
+    if "logging" in sys.modules:
+        import logging
+
+        logging.shutdown()
+    os._exit(code or 0)
+

@@ -267,6 +267,7 @@ class AlbumRunner:
             written = save_like_source(
                 result.photo, output, source=source.read_bytes(), original=original.pixels,
                 luma_only=result.colour != "colour", blocks=_result_or_none(computed.blocks),
+                changed_within=[r.slices() for r in result.regions] if result.regions else None,
             )  # fmt: skip
         else:
             save_photo(result.photo, output, quality=quality or DEFAULT_JPEG_QUALITY)

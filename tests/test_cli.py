@@ -399,6 +399,18 @@ def test_no_photos_found_exits_2(tmp_path):
     assert not list((tmp_path / "empty").glob("*_restored*"))
 
 
+def test_the_command_exits_quickly_with_its_exit_code_and_all_its_output(tmp_path, astronaut_rgb):
+    # the console script ends with os._exit once its output is flushed: codes and streams must survive it
+    missing = facerestore(tmp_path / "nothing-here", "-m", "none")
+    assert missing.returncode == 2 and b"does not exist" in missing.stderr
+    save(tmp_path / "in" / "astro.png", astronaut_rgb)
+    report = tmp_path / "r.jsonl"
+    done = facerestore(tmp_path / "in", "-m", "none", "-o", tmp_path / "out", "--json", "--report", report)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads(done.stdout.decode())["restored"] == 1
+    assert len(read_report(report)) == 1 and (tmp_path / "out" / "astro.png").is_file()
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_ctrl_c_exits_130_and_leaves_nothing_partial(tmp_path, astronaut_rgb, sig, code):
     """Ctrl-C, a service manager's stop and a closed terminal: 128 + the signal, nothing partial."""

@@ -1055,3 +1055,25 @@ def test_real_photos_load_and_round_trip(shared, tmp_path):
         np.testing.assert_array_equal(load_photo(out).pixels, photo.pixels)
         if photo.exif:
             assert _exif(load_photo(out).exif).get(0x010F) == _exif(photo.exif).get(0x010F)
+
+
+def test_a_jpeg_written_like_its_source_changes_only_where_it_is_told_it_may(tmp_path):
+    # changed_within (the pasted faces' regions) bounds the comparison: a change outside is not written
+    rng = np.random.default_rng(3)
+    pixels = cv2.GaussianBlur(rng.integers(0, 256, (160, 240, 3), dtype=np.uint8), (0, 0), 3)
+    src = tmp_path / "src.jpg"
+    Image.fromarray(pixels).save(src, quality=92)
+    data = src.read_bytes()
+    original = imagefile.load_photo(src)
+    new = original.pixels.copy()
+    new[16:48, 16:48] = 255 - new[16:48, 16:48]  # inside the region
+    new[120:140, 200:230] = 0  # outside it
+    out = tmp_path / "out.jpg"
+    how = imagefile.save_like_source(
+        imagefile.Photo(new, "JPEG"), out, source=data, original=original.pixels,
+        changed_within=[(slice(8, 56), slice(8, 56))],
+    )  # fmt: skip
+    assert how.startswith("blocks: ")
+    back = imagefile.load_photo(out).pixels.astype(int)
+    assert np.abs(back[16:48, 16:48] - new[16:48, 16:48]).mean() < 4
+    assert np.array_equal(back[64:, 64:], original.pixels[64:, 64:])

@@ -295,6 +295,26 @@ def test_a_one_pixel_change_reencodes_one_mcu(photo, tmp_path):
     assert diff.size and (diff // 8 == [25, 37]).all()
 
 
+def test_a_standard_coded_source_keeps_the_standard_tables_and_an_optimised_one_stays_optimised(photo):
+    def tables(data: bytes) -> list[bytes]:
+        return [raw for m, raw in segments(data) if m == 0xC4]
+
+    (r0, c0, r1, c1), changed = BOX, np.zeros(photo.shape[:2], dtype=bool)
+    changed[r0:r1, c0:c1] = True
+    standard = pillow_jpeg(photo, quality=90)  # libjpeg's defaults: the tables of T.81 Annex K
+    optimised = pillow_jpeg(photo, quality=90, optimize=True)
+    assert tables(standard) != tables(optimised)
+    for source in (standard, optimised):
+        new = decode(source).copy()
+        new[changed] = 255 - new[changed]
+        patched = patch_jpeg_with_stats(source, new, changed).data
+        if source is standard:
+            assert tables(patched) == tables(standard)
+            assert abs(len(patched) - len(source)) < 0.02 * len(source)
+        else:
+            assert tables(patched) != tables(standard) and len(patched) < len(standard)
+
+
 def test_the_upsampling_ring_is_needed_for_subsampled_chroma(photo):
     """The footprint is not padding: with 4:2:0, pixels just outside the re-encoded MCUs do change."""
     source = make_pillow_case(photo, "baseline-420-q75")

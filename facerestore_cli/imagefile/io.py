@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -209,6 +209,7 @@ def save_like_source(
     original: np.ndarray,
     luma_only: bool = False,
     blocks: SourceBlocks | None = None,
+    changed_within: Sequence[tuple[slice, slice]] | None = None,
 ) -> str:
     """Write a restored JPEG so that nothing away from its faces changes, and say how it was written.
 
@@ -219,7 +220,9 @@ def save_like_source(
     size) the photo is re-encoded whole at the source's own estimated quality and sampling, never at
     a fixed one. ``luma_only``: a monochrome or toned photo, whose chroma blocks are kept as they were.
     ``blocks``: ``source``'s coefficients read ahead (``jpeg_blocks.read_source_blocks``), to save
-    reading them here.
+    reading them here. ``changed_within``: the only (row, column) slices where ``photo`` may differ from
+    ``original`` (the pasted faces' regions), so that the comparison need not cover the whole photo; a
+    change outside them is not written (those MCUs keep the source's blocks).
     """
     from facerestore_cli.imagefile.jpeg_blocks import estimate_quality, inspect_jpeg, patch_jpeg_with_stats
 
@@ -229,9 +232,7 @@ def save_like_source(
     if reason is None and original.shape != photo.pixels.shape:
         reason = "the photo changed size"
     if reason is None:
-        changed = photo.pixels != original
-        if changed.ndim == 3:
-            changed = changed.any(axis=2)
+        changed = _changed(photo.pixels, original, changed_within)
         try:
             result = patch_jpeg_with_stats(source, photo.pixels, changed, luma_only=luma_only, source=blocks)
         except (ValueError, RuntimeError) as exc:  # a layout the patcher cannot keep exactly
@@ -243,6 +244,18 @@ def save_like_source(
     quality = estimate_quality(source)
     save_photo(photo, path, quality=quality)
     return f"re-encoded at the source's quality {quality} ({reason})"
+
+
+def _changed(pixels: np.ndarray, original: np.ndarray, within: Sequence[tuple[slice, slice]] | None) -> np.ndarray:
+    """Where ``pixels`` differ from ``original`` (HxW bool), looking only ``within`` those slices if given."""
+    if within is None:
+        changed = pixels != original
+        return changed.any(axis=2) if changed.ndim == 3 else changed
+    changed = np.zeros(pixels.shape[:2], dtype=bool)
+    for where in within:
+        diff = pixels[where] != original[where]
+        changed[where] |= diff.any(axis=2) if diff.ndim == 3 else diff
+    return changed
 
 
 def _normalise_format(format: str | None, path: Path) -> str:

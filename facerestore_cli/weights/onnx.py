@@ -47,6 +47,20 @@ class OnnxFiles:
     origin: str
     half: bool = False
     config: dict[str, Any] = field(default_factory=dict)
+    #: graph -> the sha256 its manifest promises, for graphs not hashed yet (see :meth:`check`)
+    unchecked: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def check(self, graph: str) -> Path:
+        """The graph's file, hashed against its manifest first if :func:`find_onnx` left it for later;
+        ``WeightsIntegrityError`` for a damaged file. A run uses one graph or two of three (DMDNet's
+        ``specific`` only with references, ``encode`` only to build a dictionary), so each is hashed
+        when first used instead of at every start (0.03 s each)."""
+        path = self.paths[graph]
+        want = self.unchecked.get(graph)
+        if want is not None:
+            _check_digest(path, want)
+            self.unchecked.pop(graph, None)
+        return path
 
 
 def _constants() -> tuple[int, int]:
@@ -90,9 +104,19 @@ def _config(location: WeightsLocation) -> dict[str, Any]:
         return {}
 
 
-def _checked(folder: Path, name: str, sha256: str, half: bool) -> Path | None:
+def _check_digest(path: Path, want: str) -> None:
+    digest = file_sha256(path)
+    if want and want.lower() != digest:
+        raise WeightsIntegrityError(
+            f"{path} has sha256 {digest} but its manifest expects {want}: the file is damaged or was "
+            "replaced (delete it: it is exported again)"
+        )
+
+
+def _checked(folder: Path, name: str, sha256: str, half: bool, pending: dict[str, str] | None = None) -> Path | None:
     """``folder/name`` when its manifest entry is for these weights at this opset and exporter, and the
-    file matches it; ``None`` when there is no such entry; ``WeightsIntegrityError`` for a damaged file."""
+    file matches it; ``None`` when there is no such entry; ``WeightsIntegrityError`` for a damaged file.
+    ``pending``: the hash is left for later, recorded there under ``name`` (the size is checked now)."""
     entry = read_manifest(folder)["files"].get(name)
     opset, version = _constants()
     if (
@@ -109,12 +133,10 @@ def _checked(folder: Path, name: str, sha256: str, half: bool) -> Path | None:
     size = path.stat().st_size
     if entry.get("size") is not None and int(entry["size"]) != size:
         raise WeightsIntegrityError(f"{path} is {size} bytes but its manifest says {entry['size']}: delete it")
-    digest = file_sha256(path)
-    if entry.get("sha256") and str(entry["sha256"]).lower() != digest:
-        raise WeightsIntegrityError(
-            f"{path} has sha256 {digest} but its manifest expects {entry['sha256']}: the file is damaged or was "
-            "replaced (delete it: it is exported again)"
-        )
+    if pending is not None:
+        pending[name] = str(entry.get("sha256") or "")
+    else:
+        _check_digest(path, str(entry.get("sha256") or ""))
     return path
 
 
@@ -130,14 +152,16 @@ def find_onnx(method: str, location: WeightsLocation, half: bool = False) -> Onn
     for folder, origin, name_of in places:
         if not folder.is_dir():
             continue
-        paths = {}
-        for graph in graphs:
-            path = _checked(folder, name_of(graph), sha256, half)
+        paths: dict[str, Path] = {}
+        pending: dict[str, str] = {}
+        for graph in graphs:  # the first graph (the one every run uses) is hashed now, the others when used
+            path = _checked(folder, name_of(graph), sha256, half, pending if paths else None)
             if path is None:
                 break
             paths[graph] = path
         else:
-            return OnnxFiles(method, location.path, sha256, paths, origin, half, _config(location))
+            unchecked = {g: pending[p.name] for g, p in paths.items() if p.name in pending}
+            return OnnxFiles(method, location.path, sha256, paths, origin, half, _config(location), unchecked)
     return None
 
 
