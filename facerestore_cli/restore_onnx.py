@@ -20,6 +20,7 @@ import hashlib
 import platform
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,33 +125,20 @@ def cpu_session(path: Path, threads: int | None) -> Any:
 def _checked_session(path: Path, sha256: str, options: Any, providers: list[str]) -> Any:
     """The session of an optimised copy, or None when the copy does not match ``sha256``. The check runs
     in a thread while onnxruntime reads the graph (both release the GIL): 0.04-0.06 s of every start,
-    and a damaged copy is still never run."""
+    and a damaged copy is still never run. An unreadable copy raises ``OSError``."""
     import onnxruntime as ort
 
     from facerestore_cli.weights.files import file_sha256
 
-    digest: list[str | BaseException] = []
-
-    def check() -> None:
-        try:
-            digest.append(file_sha256(path, use_cache=False))
-        except BaseException as exc:  # an unreadable copy: handled as a damaged one
-            digest.append(exc)
-
-    checker = threading.Thread(target=check, name="facerestore-check-graph")
-    checker.start()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception:
-        session = None
-    finally:
-        checker.join()
-    if digest[0] != sha256:
-        if isinstance(digest[0], OSError):
-            raise digest[0]
-        return None
-    return session
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facerestore-check-graph") as pool:
+        digest = pool.submit(file_sha256, path, use_cache=False)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception:  # a copy onnxruntime cannot read is made again, like a damaged one
+            session = None
+        matches = digest.result() == sha256
+    return session if matches else None
 
 
 class OnnxRestorer(Restorer):
